@@ -1,0 +1,1 @@
+"""Dataset store, ingest, data contracts, sandboxed SQL, snapshots, splits and augmentation."""

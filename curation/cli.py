@@ -1,0 +1,29 @@
+"""`curate`: the command line. Each stage's module registers its own commands (see COMMAND_MODULES)."""
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="curate",
+    help="Curate datasets: ingest, query, weak-label, split, augment, train, select, and loop with Label Studio.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+COMMAND_MODULES = [
+    "curation.cli_store",
+]
+
+
+def _register() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,95 @@
+"""What every CLI command shares: the store option, JSON/table output, progress bars, error handling.
+
+Command modules expose `register(app: typer.Typer)`; `curation.cli` lists them.
+"""
+
+import contextlib
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from curation.errors import CurateError
+from curation.settings import Settings
+from curation.store import Store
+
+console = Console(stderr=True)
+out = Console()
+
+DbOption = Annotated[Path | None, typer.Option("--db", help="DuckDB file (env CURATE_DB, default ./curate.duckdb)")]
+JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON object")]
+
+
+def settings(db: Path | None = None) -> Settings:
+    s = Settings()
+    return s.model_copy(update={"db": db}) if db else s
+
+
+def open_store(db: Path | None) -> Store:
+    return Store.open(settings(db))
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Own errors become one clear line on stderr and the error's exit code, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CurateError as e:
+            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+
+    return wrapper
+
+
+def jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def emit(result: Any, as_json: bool, render: Callable[[Any], None] | None = None) -> None:
+    """`--json`: exactly one JSON object on stdout. Otherwise a human rendering (default: key/value table)."""
+    if as_json:
+        sys.stdout.write(json.dumps(result, default=str) + "\n")
+        return
+    (render or kv_table)(result)
+
+
+def kv_table(result: dict, title: str | None = None) -> None:
+    t = Table(title=title, show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    for k, v in result.items():
+        t.add_row(str(k), json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v))
+    out.print(t)
+
+
+def frame_table(df: Any, title: str | None = None, max_rows: int = 50) -> None:
+    """Render a polars DataFrame as a rich table."""
+    t = Table(title=title)
+    for c in df.columns:
+        t.add_column(c, overflow="fold")
+    for row in df.head(max_rows).iter_rows():
+        t.add_row(*("" if v is None else str(v) for v in row))
+    out.print(t)
+    if df.height > max_rows:
+        out.print(f"... {df.height - max_rows} more rows")
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: float | None, enabled: bool = True) -> Iterator[Callable[[float], None]]:
+    """Yields `advance(n)`. Quiet when disabled (e.g. with --json or --no-progress)."""
+    if not enabled:
+        yield lambda n=1: None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console, transient=False) as p:
+        task = p.add_task(description, total=total)
+        yield lambda n=1: p.advance(task, n)

@@ -1,0 +1,31 @@
+"""Typed settings. Read once, explicitly (`Settings()`), never at import."""
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CURATE_", extra="ignore")
+
+    db: Path = Field(Path("curate.duckdb"), description="the DuckDB file (CURATE_DB)")
+    data_dir: Path | None = Field(None, description="snapshots and runs; default: beside the DB file")
+    sql_row_limit: int = Field(10_000, ge=1, description="rows a sandboxed query may return")
+    sql_timeout_s: float = Field(30.0, gt=0, description="seconds a sandboxed query may run")
+    max_text_length: int | None = Field(None, description="overrides the contract's maxLength for `text`")
+    api_key: SecretStr | None = Field(None, description="key for mutating API endpoints (CURATE_API_KEY)")
+    webhook_secret: SecretStr | None = Field(None, description="token Label Studio webhooks must present")
+    server_url: str | None = Field(None, description="a running `curate serve` the CLI may talk to")
+
+    @property
+    def home(self) -> Path:
+        return self.data_dir or self.db.resolve().parent
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.home / "snapshots"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"

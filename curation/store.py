@@ -1,0 +1,173 @@
+"""The DuckDB store: one file, one writer process.
+
+The connection is opened locked down: no file or network access from SQL (`enable_external_access=false`), no
+extension auto-install/load, configuration locked. All file IO (ingest, snapshots, exports) goes through Python
+(pyarrow/polars), so the same connection can safely run data engineers' read-only SQL (see `curation.sql`).
+"""
+
+import contextlib
+import datetime as dt
+import json
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from curation import schema
+from curation.errors import InputError, NotFound, StoreLocked
+from curation.settings import Settings
+
+_CONFIG = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+}
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Store:
+    """Owns the DuckDB connection. Thread-safe: each call takes a cursor; writes go through `transaction()`."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, settings: Settings):
+        self.con = con
+        self.settings = settings
+        self.path = settings.db
+        self._write_lock = threading.RLock()
+
+    # -- opening ---------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, settings: Settings | None = None, *, db: str | Path | None = None) -> "Store":
+        settings = settings or Settings()
+        if db is not None:
+            settings = settings.model_copy(update={"db": Path(db)})
+        path = Path(settings.db)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            con = duckdb.connect(str(path), config=_CONFIG)
+        except duckdb.IOException as e:
+            if "lock" in str(e).lower():
+                raise StoreLocked(_locked_message(path, str(e))) from None
+            raise InputError(f"{path}: cannot open the store ({e}). Is it a DuckDB file?") from None
+        for stmt in schema.ddl():
+            con.execute(stmt)
+        con.execute(
+            "INSERT OR REPLACE INTO store.meta VALUES ('schema_version', ?)", [str(schema.SCHEMA_VERSION)]
+        )
+        con.execute("SET lock_configuration = true")
+        return cls(con, settings)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        return self.con.cursor()
+
+    def query(self, sql: str, params: list | None = None) -> list[tuple]:
+        cur = self.cursor()
+        try:
+            return cur.execute(sql, params or []).fetchall()
+        finally:
+            cur.close()
+
+    def one(self, sql: str, params: list | None = None) -> Any:
+        rows = self.query(sql, params)
+        return rows[0][0] if rows else None
+
+    def frame(self, sql: str, params: list | None = None) -> pl.DataFrame:
+        cur = self.cursor()
+        try:
+            return cur.sql(sql, params=params or None).pl()
+        finally:
+            cur.close()
+
+    def arrow(self, sql: str, params: list | None = None) -> pa.Table:
+        cur = self.cursor()
+        try:
+            return cur.sql(sql, params=params or None).to_arrow_table()
+        finally:
+            cur.close()
+
+    # -- writing ---------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """All or nothing: a failure (or a killed process) leaves the store as it was."""
+        with self._write_lock:
+            cur = self.cursor()
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                cur.close()
+                raise
+            cur.execute("COMMIT")
+            cur.close()
+
+    def next_id(self, cur: duckdb.DuckDBPyConnection, table: str, column: str) -> int:
+        return cur.execute(f"SELECT coalesce(max({column}), 0) + 1 FROM {table}").fetchall()[0][0]
+
+    # -- datasets --------------------------------------------------------------------------------------
+    def dataset(self, name: str) -> dict:
+        rows = self.query("SELECT name, labels, contract_version, settings, created_at FROM store.datasets "
+                          "WHERE name = ?", [name])
+        if not rows:
+            known = [r[0] for r in self.query("SELECT name FROM store.datasets ORDER BY name")]
+            raise NotFound(f"no dataset {name!r}; known: {', '.join(known) or 'none (run `curate ingest`)'}")
+        name, labels, contract, settings, created = rows[0]
+        return {"name": name, "labels": list(labels), "contract_version": contract,
+                "settings": json.loads(settings) if settings else {}, "created_at": created}
+
+    def datasets(self) -> pl.DataFrame:
+        return self.frame("SELECT * FROM main.datasets ORDER BY name")
+
+    def ensure_dataset(self, cur: duckdb.DuckDBPyConnection, name: str, labels: list[str] | None,
+                       contract_version: str) -> list[str]:
+        """Create the dataset, or check the declared label set against the stored one. Returns the labels."""
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+            raise InputError(f"dataset name {name!r}: use 1-64 letters, digits, '_', '.', '-'")
+        row = cur.execute("SELECT labels FROM store.datasets WHERE name = ?", [name]).fetchall()
+        if row:
+            stored = list(row[0][0])
+            if labels and labels != stored:
+                raise InputError(f"dataset {name!r} has labels {stored}; --labels {','.join(labels)} differs. "
+                                 "Use the same labels in the same order, or a new dataset name.")
+            return stored
+        if labels is not None and len(set(labels)) != len(labels):
+            raise InputError(f"--labels {','.join(labels)}: labels must be distinct")
+        cur.execute("INSERT INTO store.datasets VALUES (?, ?, ?, NULL, ?)",
+                    [name, labels or [], contract_version, now()])
+        return labels or []
+
+    def set_dataset_settings(self, name: str, **values: Any) -> dict:
+        current = self.dataset(name)["settings"] | values
+        with self.transaction() as cur:
+            cur.execute("UPDATE store.datasets SET settings = ? WHERE name = ?", [json.dumps(current), name])
+        return current
+
+    def records(self, dataset: str, columns: str = "*", where: str = "") -> pl.DataFrame:
+        self.dataset(dataset)
+        return self.frame(f"SELECT {columns} FROM main.records WHERE dataset = ? {where} ORDER BY record_id",
+                       [dataset])
+
+
+def _locked_message(path: Path, detail: str) -> str:
+    pid = re.search(r"PID (\d+)", detail)
+    who = f"process {pid.group(1)}" if pid else "another process"
+    return (f"{path} is held for writing by {who} (DuckDB allows one writer). If `curate serve` is running, "
+            f"use its API (set CURATE_SERVER_URL or pass --server) or stop it; otherwise wait for that "
+            f"process to finish.")
