@@ -159,12 +159,15 @@ CREATE TABLE IF NOT EXISTS store.annotations (
 CREATE TABLE IF NOT EXISTS store.rounds (
     round_id TEXT PRIMARY KEY, dataset TEXT NOT NULL, number INTEGER NOT NULL, status TEXT NOT NULL,
     trigger TEXT, annotations_used BIGINT, run_id TEXT, metrics JSON, tasks_pushed BIGINT, job_id TEXT,
-    started_at TIMESTAMP, finished_at TIMESTAMP
+    started_at TIMESTAMP, finished_at TIMESTAMP,
+    snapshot_id TEXT, selection_id TEXT, error TEXT, created_at TIMESTAMP
 );
 CREATE TABLE IF NOT EXISTS store.jobs (
     job_id TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL, progress DOUBLE,
     params JSON, result JSON, error TEXT,
-    created_at TIMESTAMP NOT NULL, started_at TIMESTAMP, finished_at TIMESTAMP
+    created_at TIMESTAMP NOT NULL, started_at TIMESTAMP, finished_at TIMESTAMP,
+    message TEXT,                      -- the current step ("step 2/5: train")
+    retry_of TEXT                      -- the failed job this one runs again
 );
 """
 

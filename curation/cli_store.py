@@ -1,0 +1,148 @@
+"""Commands for the store: ingest, datasets, quarantine, sql, snapshot, export."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from curation.cli_common import (DbOption, JsonOption, emit, frame_table, handle_errors, kv_table, open_store,
+                                 out, progress_bar)
+from curation.errors import InputError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ingest")(ingest)
+    app.command("datasets")(datasets)
+    app.command("quarantine")(quarantine)
+    app.command("sql")(sql)
+    app.command("snapshot")(snapshot)
+    app.command("export")(export)
+
+
+@handle_errors
+def ingest(
+    file: Annotated[Path, typer.Argument(help="CSV, JSONL, Parquet file, or a HF datasets folder (save_to_disk)")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="dataset to add the rows to (created if new)")],
+    text_field: Annotated[str, typer.Option(help="column with the text")] = "text",
+    label_field: Annotated[str | None, typer.Option(help="column with gold labels (names or 0-based indexes)")] = None,
+    id_field: Annotated[str | None, typer.Option(help="column with the source's id → source_id")] = None,
+    group_field: Annotated[str | None, typer.Option(help="column tying records together (author, document)")] = None,
+    labels: Annotated[str | None, typer.Option(help="the dataset's label set, comma-separated, e.g. ham,spam")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="csv|jsonl|parquet|hf (default: from the name)")] = None,
+    delimiter: Annotated[str | None, typer.Option(help="CSV delimiter (default: sniffed)")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Ingest a file into a dataset, enforcing the import contract (violating rows go to the quarantine)."""
+    from curation.ingest import FieldMap
+    from curation.ingest import ingest as run
+
+    label_list = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
+    with open_store(db) as store, progress_bar(f"ingest {file.name}", None, enabled=not as_json) as advance:
+        done = [0]
+
+        def progress(rows: int, total: int | None) -> None:
+            advance(rows - done[0])
+            done[0] = rows
+
+        result = run(store, file, dataset, fields=FieldMap(text_field, label_field, id_field, group_field),
+                     labels=label_list, fmt=fmt, delimiter=delimiter, progress=progress)
+    emit(result.to_dict(), as_json, lambda r: _render_ingest(r))
+
+
+def _render_ingest(r: dict) -> None:
+    kv_table({k: r[k] for k in ("dataset", "file", "rows_read", "accepted", "quarantined", "duplicates", "labeled",
+                                "labels")}, title="ingest")
+    if r["quarantined"]:
+        out.print("quarantined by rule: " + ", ".join(f"{k}={v}" for k, v in r["quarantined_by_rule"].items())
+                  + f"  (see `curate quarantine --dataset {r['dataset']}`)")
+
+
+@handle_errors
+def datasets(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """List datasets with their label sets and record counts."""
+    with open_store(db) as store:
+        df = store.datasets()
+    emit({"datasets": df.to_dicts()}, as_json, lambda _: frame_table(df, "datasets"))
+
+
+@handle_errors
+def quarantine(
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d")] = None,
+    limit: Annotated[int, typer.Option(help="rows to show")] = 50,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show quarantined rows: file, row, field, rule and message."""
+    with open_store(db) as store:
+        where, params = ("WHERE dataset = ?", [dataset]) if dataset else ("", [])
+        total = store.one(f"SELECT count(*) FROM main.quarantine {where}", params)
+        by_rule = dict(store.query(f"SELECT rule, count(*) FROM main.quarantine {where} GROUP BY 1 ORDER BY 2 DESC",
+                                   params))
+        df = store.frame(f"SELECT dataset, file, row, field, rule, message FROM main.quarantine {where} "
+                         f"ORDER BY ingest_id, row LIMIT {int(limit)}", params)
+    emit({"total": total, "by_rule": by_rule, "rows": df.to_dicts()}, as_json,
+         lambda _: (frame_table(df, f"quarantine ({total} rows)"), out.print(f"by rule: {by_rule}")))
+
+
+@handle_errors
+def sql(
+    query: Annotated[str, typer.Argument(help="one read-only statement (SELECT/WITH/DESCRIBE/SHOW)")],
+    fmt: Annotated[str, typer.Option("--format", help="table|csv|json")] = "table",
+    output: Annotated[Path | None, typer.Option("--out", help="write the result to a .parquet (or .csv) file")] = None,
+    limit: Annotated[int | None, typer.Option(help="row limit (default CURATE_SQL_ROW_LIMIT)")] = None,
+    timeout: Annotated[float | None, typer.Option(help="seconds (default CURATE_SQL_TIMEOUT_S)")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Query the store read-only. Views: datasets, records, quarantine, versions, votes, weak_labels, splits,
+    runs, predictions, selections, annotations, rounds, jobs."""
+    from curation.sql import run_sql
+
+    if fmt not in ("table", "csv", "json"):
+        raise InputError(f"--format {fmt}: use table, csv or json")
+    with open_store(db) as store:
+        res = run_sql(store, query, limit=limit, timeout_s=timeout)
+    if output is not None:
+        frame = res.frame()
+        frame.write_csv(output) if output.suffix.lower() == ".csv" else frame.write_parquet(output)
+        emit({"path": str(output), "rows": frame.height, "truncated": res.truncated}, as_json)
+        return
+    if as_json or fmt == "json":
+        emit(res.to_json(), True)
+    elif fmt == "csv":
+        typer.echo(res.frame().write_csv(), nl=False)
+    else:
+        frame_table(res.frame(), max_rows=res.row_limit)
+    if res.truncated and not (as_json or fmt == "json"):
+        typer.echo(f"(cut at {res.row_limit} rows; raise --limit)", err=True)
+
+
+@handle_errors
+def snapshot(
+    dataset: Annotated[str, typer.Option("--dataset", "-d")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write an immutable Parquet snapshot with a manifest (rows, sha256, contract version)."""
+    from curation.versions import snapshot as run
+
+    with open_store(db) as store:
+        manifest = run(store, dataset)
+    emit(manifest, as_json, lambda m: kv_table({k: v for k, v in m.items() if k != "labels"}, "snapshot"))
+
+
+@handle_errors
+def export(
+    dataset: Annotated[str, typer.Option("--dataset", "-d")],
+    output: Annotated[Path, typer.Option("--out", "-o", help="file.parquet, file.csv, or a folder (HF datasets)")],
+    fmt: Annotated[str | None, typer.Option("--format", help="parquet|csv|hf (default: from --out)")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Export a dataset with its labels and splits to Parquet, CSV or a HF datasets folder."""
+    from curation.versions import export as run
+
+    with open_store(db) as store:
+        result = run(store, dataset, output, fmt)
+    emit(result, as_json, lambda r: kv_table(r, "export"))

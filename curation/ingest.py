@@ -1,0 +1,466 @@
+"""Ingest CSV, JSON lines, Parquet and HF `datasets` into the store, enforcing the import contract.
+
+Files are read in batches (a progress bar can follow them); every batch is checked with vectorised rules; rows
+that break a rule go to the quarantine with file, row, field, rule and message, the rest are accepted. The
+whole ingest is one transaction: an error or a killed process leaves the store exactly as it was.
+Always `rows_read == accepted + quarantined`.
+
+Row numbers are 1-based data rows (the CSV header is not counted; a quoted multi-line field is one row).
+"""
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from curation.contracts import import_contract
+from curation.errors import InputError
+from curation.normalize import normalise_expr
+from curation.store import Store, now
+
+log = logging.getLogger(__name__)
+
+BATCH_ROWS = 100_000
+FORMATS = ("csv", "jsonl", "parquet", "hf")
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    """Which source column feeds which record field; all other columns are kept in `meta`."""
+
+    text: str = "text"
+    label: str | None = None
+    id: str | None = None
+    group: str | None = None
+
+
+@dataclass
+class IngestResult:
+    dataset: str
+    file: str
+    format: str
+    rows_read: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    labeled: int = 0
+    ingest_id: int | None = None
+    labels: list[str] = field(default_factory=list)
+    quarantined_by_rule: dict[str, int] = field(default_factory=dict)
+    contract_version: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Batch:
+    """Source columns of one batch plus the 1-based data row of each, and rows already rejected by the reader."""
+
+    columns: pl.DataFrame
+    rows: pl.Series
+    rejected: list[dict] = field(default_factory=list)
+    meta: pl.Series | None = None  # JSON of the unmapped columns, when the reader builds it itself
+
+
+# -- readers --------------------------------------------------------------------------------------------
+
+def detect_format(path: Path) -> str:
+    if path.is_dir():
+        return "hf"
+    suffixes = "".join(path.suffixes).lower()
+    for fmt, exts in {"csv": (".csv", ".tsv", ".csv.gz"), "jsonl": (".jsonl", ".ndjson", ".json"),
+                      "parquet": (".parquet", ".pq")}.items():
+        if suffixes.endswith(exts):
+            return fmt
+    raise InputError(f"{path}: unknown format {suffixes or '(no extension)'}; pass --format csv|jsonl|parquet|hf")
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: no such file; check the path")
+    if path.is_file():
+        head = path.open("rb").read(4)
+        if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            raise InputError(f"{path}: the file is UTF-16; convert it to UTF-8 "
+                             f"(e.g. `iconv -f UTF-16 -t UTF-8 {path.name} > out.csv`) and ingest that")
+
+
+def _read_csv(path: Path, delimiter: str | None) -> Iterator[_Batch]:
+    reader = duckdb.connect()  # private in-memory reader; the store's connection has no file access
+    lit = str(path).replace("'", "''")
+    delim = "" if delimiter is None else ", delim='" + delimiter.replace("'", "''") + "'"
+    try:
+        rel = reader.sql(f"SELECT * FROM read_csv('{lit}', all_varchar=true, header=true, store_rejects=true,"
+                         f" strict_mode=true{delim})")
+        batches = rel.fetch_record_batch(BATCH_ROWS)
+    except duckdb.Error as e:
+        raise InputError(f"{path}: not readable as CSV ({str(e).splitlines()[0]}); check that it is a UTF-8 "
+                         f"CSV with a header row, or pass --format") from None
+    accepted = 0
+    for rb in batches:
+        n = rb.num_rows
+        yield _Batch(pl.from_arrow(pa.Table.from_batches([rb])), pl.Series("row", range(accepted + 1, accepted + n + 1)))
+        accepted += n
+    rejects = reader.sql("SELECT line, column_name, error_type, csv_line, error_message FROM reject_errors "
+                         "ORDER BY line").fetchall()
+    # the reader numbers a rejected row by its record index counting the header; map accepted rows around them
+    seen: dict[int, dict] = {}
+    for line, column, etype, csv_line, message in rejects:
+        row = int(line) - 1
+        if row in seen:
+            continue
+        rule = "valid_utf8" if "ENCODING" in etype or "UNICODE" in etype else "row_shape"
+        fixes = {"valid_utf8": "re-save the file as UTF-8", "row_shape": "quote fields that contain the delimiter"}
+        seen[row] = {"row": row, "field": column if rule == "valid_utf8" else None, "rule": rule,
+                     "message": f"{message.rstrip('.')}; {fixes[rule]}", "raw": csv_line}
+    if seen and accepted == 0 and all(r["rule"] == "valid_utf8" for r in seen.values()):
+        raise InputError(f"{path}: no row decodes as UTF-8; the file has another encoding. Convert it "
+                         f"(e.g. `iconv -f LATIN1 -t UTF-8`) and ingest again")
+    yield _Batch(pl.DataFrame(), pl.Series("row", [], dtype=pl.Int64), list(seen.values()))
+
+
+def _remap_csv_rows(rows: pl.Series, rejected_rows: list[int]) -> pl.Series:
+    """Accepted ordinal k → its data row, skipping the rows the reader rejected."""
+    if not rejected_rows:
+        return rows
+    rej = pl.Series(sorted(rejected_rows), dtype=pl.Int64)
+    total = int(rows.max()) + len(rej)
+    kept = pl.Series(range(1, total + 1), dtype=pl.Int64)
+    kept = kept.filter(~kept.is_in(rej))
+    return kept.gather(rows - 1)
+
+
+def _read_jsonl(path: Path, fields: FieldMap) -> Iterator[_Batch]:
+    mapped = {fields.text, fields.label, fields.id, fields.group} - {None}
+    buf, metas, nums, bad = [], [], [], []
+    with path.open("rb") as f:
+        for i, raw in enumerate(f, 1):
+            if not raw.strip():
+                bad.append({"row": i, "field": None, "rule": "row_shape", "message": "empty line; remove it",
+                            "raw": ""})
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                bad.append({"row": i, "field": None, "rule": "valid_utf8", "raw": raw[:500].decode("utf-8", "replace"),
+                            "message": f"bytes at {e.start} are not UTF-8; re-save the file as UTF-8"})
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                bad.append({"row": i, "field": None, "rule": "row_shape", "raw": line[:2000],
+                            "message": f"not JSON ({e.msg} at column {e.colno}); fix the line"})
+                continue
+            if not isinstance(obj, dict):
+                bad.append({"row": i, "field": None, "rule": "row_shape", "raw": line[:2000],
+                            "message": "a JSON line must be an object {\"text\": ...}"})
+                continue
+            buf.append({k: v if v is None or isinstance(v, str) else json.dumps(v) for k, v in obj.items()
+                        if k in mapped})
+            rest = {k: v for k, v in obj.items() if k not in mapped}
+            metas.append(json.dumps(rest, ensure_ascii=False) if rest else None)
+            nums.append(i)
+            if len(buf) >= BATCH_ROWS:
+                yield _Batch(_frame_from_rows(buf), pl.Series("row", nums), bad, pl.Series(metas, dtype=pl.String))
+                buf, metas, nums, bad = [], [], [], []
+    yield _Batch(_frame_from_rows(buf), pl.Series("row", nums, dtype=pl.Int64), bad,
+                 pl.Series(metas, dtype=pl.String))
+
+
+def _frame_from_rows(rows: list[dict]) -> pl.DataFrame:
+    keys: dict[str, None] = {}
+    for r in rows:
+        keys.update(dict.fromkeys(r))
+    return pl.DataFrame({k: [r.get(k) for r in rows] for k in keys}, schema={k: pl.String for k in keys})
+
+
+def _arrow_batches(table_batches: Iterator[pa.RecordBatch]) -> Iterator[_Batch]:
+    start = 0
+    for rb in table_batches:
+        df = pl.from_arrow(pa.Table.from_batches([rb]))
+        yield _Batch(df, pl.Series("row", range(start + 1, start + rb.num_rows + 1), dtype=pl.Int64))
+        start += rb.num_rows
+
+
+def _read_parquet(path: Path) -> tuple[int, Iterator[_Batch]]:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"{path}: not readable as Parquet ({e}); check the file or pass --format") from None
+    return pf.metadata.num_rows, _arrow_batches(pf.iter_batches(batch_size=BATCH_ROWS))
+
+
+def _hf_dataset(source: Any) -> tuple[Any, list[str] | None]:
+    """A HF Dataset (object or `save_to_disk` folder) and the label names of a ClassLabel column, if any."""
+    import datasets
+
+    if isinstance(source, (str, Path)):
+        try:
+            ds = datasets.load_from_disk(str(source))
+        except (FileNotFoundError, ValueError) as e:
+            raise InputError(f"{source}: not a HF datasets folder saved with save_to_disk ({e})") from None
+    else:
+        ds = source
+    if isinstance(ds, datasets.DatasetDict):
+        raise InputError(f"{source}: a DatasetDict with splits {list(ds)}; ingest one split, e.g. ds['train']")
+    return ds, None
+
+
+def _hf_batches(ds: Any, fields: FieldMap) -> tuple[int, Iterator[_Batch], list[str] | None]:
+    import datasets
+
+    names = None
+    feat = ds.features.get(fields.label) if fields.label else None
+    if isinstance(feat, datasets.ClassLabel):
+        names = list(feat.names)
+    table = ds.data.table if hasattr(ds.data, "table") else ds.data
+    return ds.num_rows, _arrow_batches(iter(table.to_batches(max_chunksize=BATCH_ROWS))), names
+
+
+# -- checks ---------------------------------------------------------------------------------------------
+
+def _stringify(df: pl.DataFrame) -> pl.DataFrame:
+    """Every non-string column as text (lists/structs as JSON), so rules and meta see one type."""
+    exprs = []
+    for name, dtype in df.schema.items():
+        if dtype == pl.String:
+            exprs.append(pl.col(name))
+        elif dtype.is_nested():
+            exprs.append(pl.col(name).map_elements(lambda v: json.dumps(v.to_list() if hasattr(v, "to_list") else v,
+                                                                     default=str),
+                                                   return_dtype=pl.String, skip_nulls=True).alias(name))
+        else:
+            exprs.append(pl.col(name).cast(pl.String).alias(name))
+    return df.select(exprs) if exprs else df
+
+
+def _mapped(batch: _Batch, fields: FieldMap) -> pl.DataFrame:
+    """Source columns → text, label_raw, source_id, group (as strings), meta (JSON of the rest, types kept)."""
+    mapped = {fields.text: "text", fields.label: "label_raw", fields.id: "source_id", fields.group: "group"}
+    others = [c for c in batch.columns.columns if c not in mapped]
+    if batch.meta is not None:
+        meta = pl.lit(batch.meta).alias("meta")
+    elif others:
+        meta = pl.lit(batch.columns.select(pl.struct(others).struct.json_encode()).to_series()).alias("meta")
+    else:
+        meta = pl.lit(None, pl.String).alias("meta")
+    df = _stringify(batch.columns.select([c for c in batch.columns.columns if c in mapped]))
+    cols = [pl.col(src).alias(dst) if src in df.columns else pl.lit(None, pl.String).alias(dst)
+            for src, dst in mapped.items() if src is not None]
+    for dst in ("label_raw", "source_id", "group"):
+        if dst not in {d for s, d in mapped.items() if s is not None}:
+            cols.append(pl.lit(None, pl.String).alias(dst))
+    return df.select(*cols, meta).with_columns(batch.rows.alias("row"))
+
+
+def check_rows(df: pl.DataFrame, labels: list[str], max_length: int) -> pl.DataFrame:
+    """Vectorised row-local rules. Adds `label` (resolved), `rule`, `field`, `message` (null = row passes).
+
+    The first broken rule of a row is reported, in this order: required text, not_blank, max_length,
+    in_label_set.
+    """
+    index_labels = not any(lab.lstrip("-").isdigit() for lab in labels)
+    as_index = pl.col("label_raw").str.strip_chars().cast(pl.Int64, strict=False)
+    label_expr = (
+        pl.when(pl.col("label_raw").is_null() | (pl.col("label_raw").str.strip_chars() == "")).then(None)
+        .when(pl.col("label_raw").is_in(labels)).then(pl.col("label_raw"))
+        .when(pl.lit(index_labels) & as_index.is_between(0, len(labels) - 1))
+        .then(pl.lit(pl.Series(labels, dtype=pl.String)).implode().list.get(as_index, null_on_oob=True)
+              if labels else None)
+        .otherwise(None)
+    )
+    bad_label = pl.col("label_raw").is_not_null() & (pl.col("label_raw").str.strip_chars() != "") & label_expr.is_null()
+    length = pl.col("text").str.len_chars()
+    declared = ", ".join(labels) if labels else "(none declared)"
+    rules = [
+        (pl.col("text").is_null(), "text", "required", pl.lit("text is missing; give every row a text")),
+        (pl.col("text").str.strip_chars().str.len_chars() == 0, "text", "not_blank",
+         pl.lit("text is empty or only whitespace; drop the row or fill it")),
+        (length > max_length, "text", "max_length",
+         pl.format("text has {} characters, more than the contract's maxLength {}; shorten or split it",
+                   length, pl.lit(max_length))),
+        (bad_label, "label", "in_label_set",
+         pl.format("label '{}' is not one of {}; fix the value or declare it with --labels", pl.col("label_raw"),
+                   pl.lit(declared))),
+    ]
+    rule = pl.lit(None, pl.String)
+    fld = pl.lit(None, pl.String)
+    msg = pl.lit(None, pl.String)
+    for cond, f, r, m in reversed(rules):
+        rule = pl.when(cond).then(pl.lit(r)).otherwise(rule)
+        fld = pl.when(cond).then(pl.lit(f)).otherwise(fld)
+        msg = pl.when(cond).then(m).otherwise(msg)
+    return df.with_columns(label_expr.alias("label"), rule.alias("rule"), fld.alias("field"), msg.alias("message"))
+
+
+# -- the edge -------------------------------------------------------------------------------------------
+
+def ingest(store: Store, source: str | Path | Any, dataset: str, *, fields: FieldMap = FieldMap(),
+           labels: list[str] | None = None, fmt: str | None = None, delimiter: str | None = None,
+           progress: Callable[[int, int | None], None] | None = None) -> IngestResult:
+    """Ingest `source` (a path, or a HF Dataset object) into `dataset`. `progress(rows_done, total_or_None)`."""
+    contract = import_contract()
+    max_length = store.settings.max_text_length or contract.fields["text"].max_length or 20_000
+    total: int | None = None
+    hf_labels = None
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        _check_readable(path)
+        fmt = fmt or detect_format(path)
+        name = str(path)
+    else:
+        fmt, name = "hf", getattr(source, "info", None) and (source.info.dataset_name or "<Dataset>") or "<Dataset>"
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt == "csv":
+        batches = _read_csv(Path(source), delimiter)
+    elif fmt == "jsonl":
+        batches = _read_jsonl(Path(source), fields)
+    elif fmt == "parquet":
+        total, batches = _read_parquet(Path(source))
+    else:
+        ds, _ = _hf_dataset(source)
+        total, batches, hf_labels = _hf_batches(ds, fields)
+    if labels is None and hf_labels is not None:
+        labels = hf_labels
+
+    result = IngestResult(dataset, name, fmt, contract_version=contract.tag)
+    started = now()
+    with store.transaction() as cur:
+        result.labels = store.ensure_dataset(cur, dataset, labels, contract.tag)
+        ingest_id = store.next_id(cur, "store.ingests", "ingest_id")
+        first_record = store.next_id(cur, "store.records", "record_id")
+        next_record = first_record
+        result.ingest_id = ingest_id
+        for i, batch in enumerate(batches):
+            if i == 0 and batch.columns.width and fields.text not in batch.columns.columns:
+                raise InputError(f"{name}: no column {fields.text!r} (columns: {', '.join(batch.columns.columns)}); "
+                                 f"pass --text-field COLUMN")
+            for col, opt in ((fields.label, "--label-field"), (fields.id, "--id-field"), (fields.group, "--group-field")):
+                if i == 0 and col and batch.columns.width and col not in batch.columns.columns:
+                    raise InputError(f"{name}: no column {col!r} for {opt} (columns: "
+                                     f"{', '.join(batch.columns.columns)})")
+            if batch.rejected:
+                _quarantine(cur, ingest_id, dataset, name, pl.DataFrame(batch.rejected, schema={
+                    "row": pl.Int64, "field": pl.String, "rule": pl.String, "message": pl.String, "raw": pl.String}))
+                result.quarantined += len(batch.rejected)
+                result.rows_read += len(batch.rejected)
+                for r in batch.rejected:
+                    result.quarantined_by_rule[r["rule"]] = result.quarantined_by_rule.get(r["rule"], 0) + 1
+            if batch.columns.height == 0:
+                continue
+            if i == 0 and fields.label and not result.labels:
+                raise InputError(f"{name}: dataset {dataset!r} has no declared labels but the file has a label column "
+                                 f"{fields.label!r}; declare them with --labels a,b,c")
+            df = check_rows(_mapped(batch, fields), result.labels, max_length)
+            df = _flag_duplicate_ids(cur, df, dataset)
+            bad = df.filter(pl.col("rule").is_not_null())
+            good = df.filter(pl.col("rule").is_null())
+            if bad.height:
+                raw = bad.select(pl.struct("text", "label_raw", "source_id", "group", "meta").struct.json_encode())
+                _quarantine(cur, ingest_id, dataset, name, bad.select("row", "field", "rule", "message")
+                            .with_columns(raw.to_series().alias("raw")))
+                for rule, n in bad.group_by("rule").len().iter_rows():
+                    result.quarantined_by_rule[rule] = result.quarantined_by_rule.get(rule, 0) + n
+            good = good.with_columns(
+                pl.int_range(next_record, next_record + good.height, dtype=pl.Int64).alias("record_id"),
+                pl.LazyFrame(good.select("text")).select(normalise_expr("text")).collect(engine="streaming")
+                .to_series().alias("norm"),
+            )
+            cur.register("_batch", good.select("record_id", "source_id", "text", "group", "meta", "norm", "row"))
+            cur.execute(
+                "INSERT INTO store.records SELECT record_id, ?, source_id, text, \"group\", meta::JSON, "
+                "substr(md5(norm), 1, 16), 'ingest', NULL, ?, row, ? FROM _batch",
+                [dataset, ingest_id, started])
+            cur.unregister("_batch")
+            cur.register("_labels", good.filter(pl.col("label").is_not_null()).select("record_id", "label"))
+            cur.execute("INSERT INTO store.gold_labels SELECT record_id, label, 'imported', ?, NULL, ? FROM _labels",
+                        [name, started])
+            cur.unregister("_labels")
+            next_record += good.height
+            result.accepted += good.height
+            result.quarantined += bad.height
+            result.rows_read += df.height
+            result.labeled += good.filter(pl.col("label").is_not_null()).height
+            if progress:
+                progress(result.rows_read, total)
+        if fmt == "csv":
+            _fix_csv_rows(cur, ingest_id)
+        result.duplicates = cur.execute(
+            "SELECT count(*) FROM (SELECT record_id, row_number() OVER (PARTITION BY input_hash ORDER BY record_id) "
+            "AS k FROM store.records WHERE dataset = ?) WHERE k > 1 AND record_id >= ?",
+            [dataset, first_record]).fetchall()[0][0]
+        cur.execute("INSERT INTO store.ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [ingest_id, dataset, name, fmt, result.rows_read, result.accepted, result.quarantined,
+                     result.duplicates, contract.tag, started, now()])
+    assert result.rows_read == result.accepted + result.quarantined
+    log.info("ingested %s into %s: %d read, %d accepted, %d quarantined", name, dataset, result.rows_read,
+             result.accepted, result.quarantined)
+    return result
+
+
+def _flag_duplicate_ids(cur: duckdb.DuckDBPyConnection, df: pl.DataFrame, dataset: str) -> pl.DataFrame:
+    """Rule `unique` on source_id: a second row with an id already in this file or in the dataset."""
+    ids = df.filter(pl.col("rule").is_null() & pl.col("source_id").is_not_null()).select("row", "source_id")
+    if ids.height == 0:
+        return df
+    cur.register("_ids", ids)
+    existing = cur.sql("SELECT i.source_id, min(r.record_id) AS record_id FROM _ids i JOIN store.records r "
+                       "ON r.source_id = i.source_id AND r.dataset = ? GROUP BY 1", params=[dataset]).pl()
+    cur.unregister("_ids")
+    dup_in_file = ids.filter(ids["source_id"].is_duplicated() & ~ids["source_id"].is_first_distinct())
+    in_store = ids.join(existing, on="source_id", how="inner")
+    if dup_in_file.height == 0 and in_store.height == 0:
+        return df
+    msgs = pl.concat([
+        dup_in_file.select("row", pl.format("source id '{}' appears earlier in this file; ids must be unique",
+                                            pl.col("source_id")).alias("m")),
+        in_store.select("row", pl.format("source id '{}' is already in dataset as record {}; drop the row or "
+                                         "ingest into a new dataset", pl.col("source_id"),
+                                         pl.col("record_id")).alias("m")),
+    ]).unique("row", keep="first")
+    df = df.join(msgs, on="row", how="left")
+    return df.with_columns(
+        pl.when(pl.col("m").is_not_null()).then(pl.lit("unique")).otherwise(pl.col("rule")).alias("rule"),
+        pl.when(pl.col("m").is_not_null()).then(pl.lit("source_id")).otherwise(pl.col("field")).alias("field"),
+        pl.coalesce("m", "message").alias("message"),
+    ).drop("m")
+
+
+def _quarantine(cur: duckdb.DuckDBPyConnection, ingest_id: int, dataset: str, file: str, rows: pl.DataFrame) -> None:
+    cur.register("_q", rows.select("row", "field", "rule", "message", "raw"))
+    cur.execute("INSERT INTO store.quarantine SELECT ?, ?, ?, row, field, rule, message, raw, ? FROM _q",
+                [ingest_id, dataset, file, now()])
+    cur.unregister("_q")
+
+
+READER_RULES = ("row_shape", "valid_utf8")
+
+
+def _fix_csv_rows(cur: duckdb.DuckDBPyConnection, ingest_id: int) -> None:
+    """CSV rows the reader accepted were numbered by their order among accepted rows (the reader reports its
+    rejects only at the end); renumber them, and their contract violations, around the rejected rows."""
+    rejected = [r[0] for r in cur.execute(
+        f"SELECT row FROM store.quarantine WHERE ingest_id = ? AND rule IN {READER_RULES} ORDER BY row",
+        [ingest_id]).fetchall()]
+    if not rejected:
+        return
+    for table, key, extra in (("store.records", "source_row", ""),
+                              ("store.quarantine", "row", f" AND rule NOT IN {READER_RULES}")):
+        ords = cur.sql(f"SELECT DISTINCT {key} AS k FROM {table} WHERE ingest_id = ?{extra}",
+                       params=[ingest_id]).pl()
+        if ords.height == 0:
+            continue
+        cur.register("_map", ords.with_columns(_remap_csv_rows(ords["k"], rejected).alias("new")))
+        cur.execute(f"UPDATE {table} SET {key} = m.new FROM _map m WHERE {table}.ingest_id = ? "
+                    f"AND {table}.{key} = m.k{extra}", [ingest_id])
+        cur.unregister("_map")
