@@ -86,6 +86,8 @@ def _check_readable(path: Path) -> None:
     if not path.exists():
         raise InputError(f"{path}: no such file; check the path")
     if path.is_file():
+        if path.stat().st_size == 0:
+            raise InputError(f"{path}: the file is empty (0 bytes); check that it was written completely")
         head = path.open("rb").read(4)
         if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
             raise InputError(f"{path}: the file is UTF-16; convert it to UTF-8 "

@@ -41,7 +41,7 @@ def normalise(text: str) -> str:
     drop, fold = _tables()
     text = unicodedata.normalize("NFKC", text).lower()
     text = "".join(fold.get(ch, ch) for ch in text) if not text.isascii() else text
-    return _WS.sub(" ", text.translate(drop)).strip()
+    return _WS.sub(" ", text.translate(drop)).strip(" ")
 
 
 def input_hash(text: str) -> str:

@@ -81,14 +81,22 @@ CREATE TABLE IF NOT EXISTS store.versions (
 
 -- weak supervision -------------------------------------------------------------------------------------
 CREATE TABLE IF NOT EXISTS store.lf_sets (
-    lf_set_id TEXT PRIMARY KEY,        -- hash of the definitions, or 'import:<hash>' for external votes
+    lf_set_id TEXT PRIMARY KEY,        -- '<dataset>/<version>'; version 'lfs:<hash of definitions>' or 'import:<hash>'
     dataset TEXT NOT NULL,
     source TEXT,                       -- the LF file or the imported votes file
-    created_at TIMESTAMP NOT NULL
+    created_at TIMESTAMP NOT NULL,
+    version TEXT,                      -- hash of the LF definitions (or of the imported file + mapping)
+    kind TEXT,                         -- 'lfs' | 'import'
+    n_records BIGINT, max_record_id BIGINT,   -- the records the votes cover (re-apply is a no-op while unchanged)
+    result JSON,                       -- the apply/import result (fired, faults, engines, timings)
+    applied_at TIMESTAMP
 );
 CREATE TABLE IF NOT EXISTS store.lfs (
     lf_set_id TEXT NOT NULL, lf_index INTEGER NOT NULL,
     name TEXT NOT NULL, kind TEXT NOT NULL, label TEXT, definition TEXT,
+    engine TEXT,                       -- 'sql' | 'python' | 'import'
+    declared_at TEXT,                  -- provenance: 'file:line' of the declaration, or the imported file/column
+    fired BIGINT, faults BIGINT,       -- records it voted on; exceptions counted in fault-tolerant mode
     PRIMARY KEY (lf_set_id, lf_index)
 );
 -- sparse: abstains are not stored

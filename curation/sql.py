@@ -2,8 +2,8 @@
 
 Defence in depth: (1) the store's connection has no file/network access, no extension loading, and a locked
 configuration (curation.store); (2) a statement is parsed by DuckDB itself and only one SELECT (WITH, FROM-first,
-DESCRIBE, SHOW, SUMMARIZE parse as SELECT) is run; (3) it runs in a transaction that is always rolled back, so
-even a SELECT with side effects (nextval) changes nothing; (4) rows and time are limited.
+DESCRIBE, SHOW, SUMMARIZE parse as SELECT) is run; (3) it runs in a transaction that is always rolled back (the
+schema has no sequences, whose nextval no rollback would undo); (4) rows and time are limited.
 """
 
 import threading

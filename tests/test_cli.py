@@ -1,0 +1,73 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from curation.cli import app
+from tests.conftest import DATA
+
+runner = CliRunner()
+PSY = str(DATA / "raw" / "Youtube01-Psy.csv")
+
+
+def cli(*args, db):
+    return runner.invoke(app, [*args, "--db", str(db)])
+
+
+def ingest_psy(db):
+    return cli("ingest", PSY, "-d", "yt", "--text-field", "CONTENT", "--label-field", "CLASS", "--id-field",
+               "COMMENT_ID", "--group-field", "AUTHOR", "--labels", "ham,spam", "--json", db=db)
+
+
+def test_ingest_json_has_the_counts(tmp_path):
+    r = ingest_psy(tmp_path / "c.duckdb")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert {k: out[k] for k in ("dataset", "rows_read", "accepted", "quarantined", "duplicates")} == {
+        "dataset": "yt", "rows_read": 350, "accepted": 350, "quarantined": 0, "duplicates": 2}
+
+
+def test_every_command_prints_one_json_object(tmp_path):
+    db = tmp_path / "c.duckdb"
+    ingest_psy(db)
+    for args in (["datasets"], ["quarantine"], ["sql", "SELECT count(*) AS n FROM records"],
+                 ["snapshot", "-d", "yt"], ["export", "-d", "yt", "--out", str(tmp_path / "e.parquet")]):
+        r = cli(*args, "--json", db=db)
+        assert r.exit_code == 0, (args, r.output)
+        assert isinstance(json.loads(r.stdout), dict)
+
+
+def test_sql_formats_and_refusal(tmp_path):
+    db = tmp_path / "c.duckdb"
+    ingest_psy(db)
+    r = cli("sql", "SELECT label, count(*) AS n FROM records GROUP BY 1 ORDER BY 1", "--format", "json", db=db)
+    assert json.loads(r.stdout)["rows"] == [{"label": "ham", "n": 175}, {"label": "spam", "n": 175}]
+    r = cli("sql", "SELECT label FROM records ORDER BY 1 LIMIT 2", "--format", "csv", db=db)
+    assert r.stdout.splitlines() == ["label", "ham", "ham"]
+    r = cli("sql", "SELECT text FROM records", "--out", str(tmp_path / "q.parquet"), db=db)
+    assert r.exit_code == 0 and (tmp_path / "q.parquet").exists()
+    r = cli("sql", "DELETE FROM store.records", db=db)
+    assert r.exit_code == 2 and "read-only" in r.stderr and "Traceback" not in r.output
+
+
+def test_unreadable_file_exits_2_with_a_message(tmp_path):
+    r = cli("ingest", str(tmp_path / "missing.csv"), "-d", "x", db=tmp_path / "c.duckdb")
+    assert r.exit_code == 2 and "missing.csv" in r.stderr and "Traceback" not in r.output
+
+
+def test_locked_store_is_reported_plainly(tmp_path):
+    db = tmp_path / "c.duckdb"
+    ingest_psy(db)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from curation.store import Store; "
+                               f"s = Store.open(db={str(db)!r}); print('ready', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        r = subprocess.run([sys.executable, "-m", "curation.cli", "datasets", "--db", str(db)],
+                           capture_output=True, text=True)
+        assert r.returncode == 3
+        assert "held for writing" in r.stderr and str(db) in r.stderr and "Traceback" not in r.stderr
+    finally:
+        holder.kill()
