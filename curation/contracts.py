@@ -51,8 +51,9 @@ class Contract:
 
 
 @functools.cache
-def _odcs_schema() -> dict:
-    return json.loads(resources.files("open_data_contract_standard").joinpath("schema.json").read_text())
+def _odcs_validator() -> jsonschema.protocols.Validator:
+    schema = json.loads(resources.files("open_data_contract_standard").joinpath("schema.json").read_text())
+    return jsonschema.validators.validator_for(schema)(schema)  # the standard's own schema: no meta-check
 
 
 def load_contract(path: str | Path) -> Contract:
@@ -62,7 +63,7 @@ def load_contract(path: str | Path) -> Contract:
     except (OSError, yaml.YAMLError) as e:
         raise ContractError(f"{path}: cannot read the contract ({e})") from None
     try:
-        jsonschema.validate(raw, _odcs_schema())
+        _odcs_validator().validate(raw)
         model = OpenDataContractStandard(**raw)
     except (jsonschema.ValidationError, ValueError) as e:
         msg = e.message if isinstance(e, jsonschema.ValidationError) else str(e)

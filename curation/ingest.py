@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from curation.contracts import import_contract
 from curation.errors import InputError
-from curation.normalize import normalise_expr
+from curation.normalize import normalise_series
 from curation.store import Store, now
 
 log = logging.getLogger(__name__)
@@ -375,8 +375,7 @@ def ingest(store: Store, source: str | Path | Any, dataset: str, *, fields: Fiel
                     result.quarantined_by_rule[rule] = result.quarantined_by_rule.get(rule, 0) + n
             good = good.with_columns(
                 pl.int_range(next_record, next_record + good.height, dtype=pl.Int64).alias("record_id"),
-                pl.LazyFrame(good.select("text")).select(normalise_expr("text")).collect(engine="streaming")
-                .to_series().alias("norm"),
+                normalise_series(good["text"]).alias("norm"),
             )
             cur.register("_batch", good.select("record_id", "source_id", "text", "group", "meta", "norm", "row"))
             cur.execute(

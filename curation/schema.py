@@ -30,8 +30,9 @@ CREATE TABLE IF NOT EXISTS store.ingests (
     started_at TIMESTAMP, finished_at TIMESTAMP
 );
 
+-- no PRIMARY KEY: ids are allocated under the write lock, and an index would double bulk-insert time
 CREATE TABLE IF NOT EXISTS store.records (
-    record_id BIGINT PRIMARY KEY,
+    record_id BIGINT NOT NULL,
     dataset TEXT NOT NULL,
     source_id TEXT,                    -- the id the source gave it, if any
     text TEXT NOT NULL,
@@ -156,6 +157,10 @@ CREATE TABLE IF NOT EXISTS store.ls_projects (
 CREATE TABLE IF NOT EXISTS store.ls_tasks (
     project_id BIGINT NOT NULL, input_hash TEXT NOT NULL, task_id BIGINT NOT NULL, record_id BIGINT NOT NULL,
     selection_id TEXT, pushed_at TIMESTAMP NOT NULL,
+    rank_version TEXT,                 -- the model_version of the ordering prediction this task carries
+    rank_score DOUBLE,                 -- its score (1 - uncertainty): Label Studio serves the lowest first
+    prior_label TEXT,                  -- the imported gold label at push time, restored if annotations go
+    prior_source_ref TEXT,
     PRIMARY KEY (project_id, input_hash)
 );
 CREATE TABLE IF NOT EXISTS store.annotations (

@@ -25,3 +25,16 @@ def test_duckdb_md5_matches(store):
 
     make_dataset(store, "d", ["Some Text!"])
     assert store.one("SELECT input_hash FROM records") == input_hash("some text")
+
+
+def test_casefold_table_matches_python():
+    import sys
+
+    from curation._casefold import FOLD
+
+    fold = {}
+    for i in range(0x80, sys.maxunicode + 1):
+        low = chr(i).lower()
+        if low != low.casefold() and low not in fold:
+            fold[low] = low.casefold()
+    assert FOLD == fold
