@@ -17,6 +17,9 @@ def register(app: typer.Typer) -> None:
     app.command("sql")(sql)
     app.command("snapshot")(snapshot)
     app.command("export")(export)
+    labels_app = typer.Typer(help="Gold labels made elsewhere.", no_args_is_help=True)
+    labels_app.command("import")(labels_import)
+    app.add_typer(labels_app, name="labels")
 
 
 @handle_errors
@@ -146,3 +149,22 @@ def export(
     with open_store(db) as store:
         result = run(store, dataset, output, fmt)
     emit(result, as_json, lambda r: kv_table(r, "export"))
+
+
+@handle_errors
+def labels_import(
+    file: Annotated[Path, typer.Argument(help="CSV, JSONL, Parquet or HF folder with an id and a label column")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d")],
+    id_field: Annotated[str, typer.Option(help="column with the source id (matched to records.source_id)")],
+    label_field: Annotated[str, typer.Option(help="column with the label (name or 0-based index)")],
+    splits: Annotated[str | None, typer.Option(help="only records in these splits, e.g. val,test")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Import gold labels for existing records by source id (provenance `imported`)."""
+    from curation.labels import import_labels
+
+    with open_store(db) as store:
+        result = import_labels(store, file, dataset, id_field=id_field, label_field=label_field,
+                               splits=[s.strip() for s in splits.split(",")] if splits else None)
+    emit(result, as_json, lambda r: kv_table(r, "labels import"))

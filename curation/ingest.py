@@ -228,6 +228,39 @@ def _hf_batches(ds: Any, fields: FieldMap) -> tuple[int, Iterator[_Batch], list[
     return ds.num_rows, _arrow_batches(iter(table.to_batches(max_chunksize=BATCH_ROWS))), names
 
 
+@dataclass
+class Source:
+    name: str
+    format: str
+    total: int | None
+    batches: Iterator[_Batch]
+    class_names: list[str] | None = None  # a HF ClassLabel's names
+
+
+def open_source(source: str | Path | Any, fields: FieldMap, *, fmt: str | None = None,
+                delimiter: str | None = None) -> Source:
+    """Open a file (or a HF Dataset object) for batched reading. Unreadable input raises InputError at once."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        _check_readable(path)
+        fmt = fmt or detect_format(path)
+        name = str(path)
+    else:
+        fmt, name = "hf", getattr(getattr(source, "info", None), "dataset_name", None) or "<Dataset>"
+    if fmt not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt == "csv":
+        return Source(name, fmt, None, _read_csv(Path(source), delimiter))
+    if fmt == "jsonl":
+        return Source(name, fmt, None, _read_jsonl(Path(source), fields))
+    if fmt == "parquet":
+        total, batches = _read_parquet(Path(source))
+        return Source(name, fmt, total, batches)
+    ds, _ = _hf_dataset(source)
+    total, batches, class_names = _hf_batches(ds, fields)
+    return Source(name, fmt, total, batches, class_names)
+
+
 # -- checks ---------------------------------------------------------------------------------------------
 
 def _stringify(df: pl.DataFrame) -> pl.DataFrame:
@@ -312,28 +345,10 @@ def ingest(store: Store, source: str | Path | Any, dataset: str, *, fields: Fiel
     """Ingest `source` (a path, or a HF Dataset object) into `dataset`. `progress(rows_done, total_or_None)`."""
     contract = import_contract()
     max_length = store.settings.max_text_length or contract.fields["text"].max_length or 20_000
-    total: int | None = None
-    hf_labels = None
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        _check_readable(path)
-        fmt = fmt or detect_format(path)
-        name = str(path)
-    else:
-        fmt, name = "hf", getattr(source, "info", None) and (source.info.dataset_name or "<Dataset>") or "<Dataset>"
-    if fmt not in FORMATS:
-        raise InputError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    if fmt == "csv":
-        batches = _read_csv(Path(source), delimiter)
-    elif fmt == "jsonl":
-        batches = _read_jsonl(Path(source), fields)
-    elif fmt == "parquet":
-        total, batches = _read_parquet(Path(source))
-    else:
-        ds, _ = _hf_dataset(source)
-        total, batches, hf_labels = _hf_batches(ds, fields)
-    if labels is None and hf_labels is not None:
-        labels = hf_labels
+    src = open_source(source, fields, fmt=fmt, delimiter=delimiter)
+    name, fmt, total, batches = src.name, src.format, src.total, src.batches
+    if labels is None and src.class_names is not None:
+        labels = src.class_names
 
     result = IngestResult(dataset, name, fmt, contract_version=contract.tag)
     started = now()
