@@ -25,6 +25,8 @@ out = Console()
 
 DbOption = Annotated[Path | None, typer.Option("--db", help="DuckDB file (env CURATE_DB, default ./curate.duckdb)")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON object")]
+ServerOption = Annotated[str | None, typer.Option("--server", envvar="CURATE_SERVER_URL",
+                                                  help="a running `curate serve` to ask instead of the DB file")]
 
 
 def settings(db: Path | None = None) -> Settings:

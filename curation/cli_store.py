@@ -3,9 +3,10 @@
 from pathlib import Path
 from typing import Annotated
 
+import polars as pl
 import typer
 
-from curation.cli_common import (DbOption, JsonOption, emit, frame_table, handle_errors, kv_table, open_store,
+from curation.cli_common import (DbOption, JsonOption, ServerOption, emit, frame_table, handle_errors, kv_table, open_store,
                                  out, progress_bar)
 from curation.errors import InputError
 
@@ -62,10 +63,17 @@ def _render_ingest(r: dict) -> None:
 
 
 @handle_errors
-def datasets(db: DbOption = None, as_json: JsonOption = False) -> None:
+def datasets(db: DbOption = None, server: ServerOption = None, as_json: JsonOption = False) -> None:
     """List datasets with their label sets and record counts."""
-    with open_store(db) as store:
-        df = store.datasets()
+    from api.client import server_client
+
+    client = server_client(server)
+    if client is not None:
+        with client:
+            df = pl.DataFrame(client.datasets())
+    else:
+        with open_store(db) as store:
+            df = store.datasets()
     emit({"datasets": df.to_dicts()}, as_json, lambda _: frame_table(df, "datasets"))
 
 
@@ -96,16 +104,26 @@ def sql(
     limit: Annotated[int | None, typer.Option(help="row limit (default CURATE_SQL_ROW_LIMIT)")] = None,
     timeout: Annotated[float | None, typer.Option(help="seconds (default CURATE_SQL_TIMEOUT_S)")] = None,
     db: DbOption = None,
+    server: ServerOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Query the store read-only. Views: datasets, records, quarantine, versions, votes, weak_labels, splits,
     runs, predictions, selections, annotations, rounds, jobs."""
-    from curation.sql import run_sql
+    from curation.sql import SqlResult, run_sql
 
     if fmt not in ("table", "csv", "json"):
         raise InputError(f"--format {fmt}: use table, csv or json")
-    with open_store(db) as store:
-        res = run_sql(store, query, limit=limit, timeout_s=timeout)
+    from api.client import server_client
+
+    client = server_client(server)
+    if client is not None:
+        with client:
+            body = client.sql(query, limit=limit, timeout_s=timeout)
+        res = SqlResult(body["columns"], [tuple(r[c] for c in body["columns"]) for r in body["rows"]],
+                        body.get("truncated", False), body.get("row_limit", limit or 0))
+    else:
+        with open_store(db) as store:
+            res = run_sql(store, query, limit=limit, timeout_s=timeout)
     if output is not None:
         frame = res.frame()
         frame.write_csv(output) if output.suffix.lower() == ".csv" else frame.write_parquet(output)

@@ -17,6 +17,8 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="key for mutating API endpoints (CURATE_API_KEY)")
     webhook_secret: SecretStr | None = Field(None, description="token Label Studio webhooks must present")
     server_url: str | None = Field(None, description="a running `curate serve` the CLI may talk to")
+    ls_url: str | None = Field(None, description="Label Studio base URL (CURATE_LS_URL)")
+    ls_token: SecretStr | None = Field(None, description="Label Studio API token (CURATE_LS_TOKEN)")
 
     @property
     def home(self) -> Path:

@@ -168,6 +168,6 @@ class Store:
 def _locked_message(path: Path, detail: str) -> str:
     pid = re.search(r"PID (\d+)", detail)
     who = f"process {pid.group(1)}" if pid else "another process"
-    return (f"{path} is held for writing by {who} (DuckDB allows one writer). If `curate serve` is running, "
-            f"use its API (set CURATE_SERVER_URL or pass --server) or stop it; otherwise wait for that "
-            f"process to finish.")
+    return (f"{path} is held for writing by {who} (DuckDB allows one writer). If it is `curate serve`, ask it "
+            f"instead (`--server URL` or CURATE_SERVER_URL works for sql, datasets, round and jobs; the REST API "
+            f"does the rest) or stop it; otherwise wait for that process to finish.")

@@ -71,3 +71,20 @@ def test_locked_store_is_reported_plainly(tmp_path):
         assert "held for writing" in r.stderr and str(db) in r.stderr and "Traceback" not in r.stderr
     finally:
         holder.kill()
+
+
+def test_sql_and_datasets_through_a_running_server(tmp_path):
+    from api.app import create_app
+    from api.server import ServerThread
+    from curation.settings import Settings
+
+    db = tmp_path / "c.duckdb"
+    ingest_psy(db)
+    with ServerThread(create_app(Settings(db=db))) as server:
+        r = runner.invoke(app, ["sql", "SELECT count(*) AS n FROM records", "--json", "--server", server.url])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["rows"] == [{"n": 350}]
+        r = runner.invoke(app, ["datasets", "--json", "--server", server.url])
+        assert [d["name"] for d in json.loads(r.stdout)["datasets"]] == ["yt"]
+        r = runner.invoke(app, ["sql", "DROP TABLE store.records", "--server", server.url])
+        assert r.exit_code == 2 and "read-only" in r.stderr

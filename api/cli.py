@@ -1,0 +1,257 @@
+"""Commands: `curate serve`, `curate round`, `curate round-config`, `curate jobs`.
+
+`round`, `round-config` and `jobs` talk to a running server when `--server URL` or CURATE_SERVER_URL is set
+(the server holds the DuckDB file then); otherwise they open the file themselves.
+"""
+
+import ipaddress
+import logging
+import socket
+from typing import Annotated, Any
+
+import typer
+
+from curation.cli_common import (
+    DbOption,
+    JsonOption,
+    ServerOption,
+    console,
+    emit,
+    frame_table,
+    handle_errors,
+    kv_table,
+    out,
+    progress_bar,
+    settings,
+)
+from curation.errors import InputError
+
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("round")(round_)
+    app.command("round-config")(round_config)
+    app.command("jobs")(jobs)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and names that resolve only to loopback addresses (e.g. localhost)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        addrs = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(addrs) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs)
+
+
+def check_bind(host: str, api_key_set: bool) -> None:
+    if not api_key_set and not is_loopback(host):
+        raise InputError(f"--host {host} is not a loopback address and CURATE_API_KEY is not set: anyone who can "
+                         f"reach the port could change data. Set CURATE_API_KEY (and CURATE_WEBHOOK_SECRET for "
+                         f"Label Studio), or bind 127.0.0.1.")
+
+
+@handle_errors
+def serve(
+    host: Annotated[str, typer.Option(help="bind address; non-loopback needs CURATE_API_KEY")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    log_level: Annotated[str, typer.Option(help="debug|info|warning|error")] = "info",
+    db: DbOption = None,
+) -> None:
+    """Run the service (REST API, jobs, Label Studio webhook and ML backend under /ml). Docs at /docs."""
+    import uvicorn
+
+    from api.app import create_app
+    from curation.store import Store
+
+    s = settings(db)
+    check_bind(host, s.api_key is not None)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if s.api_key is None:
+        console.print("[yellow]no CURATE_API_KEY: mutating endpoints are open to local processes[/]")
+    # open the store here, so a held file is one clear error line (not a startup traceback from uvicorn)
+    with Store.open(s) as store:
+        console.print(f"curate serve: http://{host}:{port}  (docs /docs, ML backend /ml, DB {s.db})")
+        uvicorn.run(create_app(s, store), host=host, port=port, log_level=log_level,
+                    access_log=log_level == "debug")
+
+
+def _follow(job_id: str, get_job: Any, enabled: bool) -> dict:
+    """Poll a job with a progress bar (0-100) until it ends."""
+    import time
+
+    with progress_bar(f"job {job_id}", 100, enabled=enabled) as advance:
+        shown = 0.0
+        while True:
+            job = get_job(job_id)
+            pct = 100 * (job.get("progress") or 0)
+            if pct > shown:
+                advance(pct - shown)
+                shown = pct
+            if job["status"] in ("succeeded", "failed"):
+                return job
+            time.sleep(0.5)
+
+
+@handle_errors
+def round_(
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="dataset to run a round of")],
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow the round job until it ends")] = True,
+    server: ServerOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Request a round: pull annotations → snapshot+train → score → select → push to Label Studio."""
+    from api.client import server_client
+
+    client = server_client(server, settings(db))
+    if client is not None:
+        with client:
+            started = client.request_round(dataset)
+            job = _follow(started["job_id"], client.job, not as_json) if wait else None
+    else:
+        started, job = _local_round(dataset, db, wait, as_json)
+    result = {"created": started["created"], "round": started["round"], "job_id": started["job_id"]}
+    if job is not None:
+        result["job"] = job
+    emit(result, as_json, _render_round)
+    if job is not None and job["status"] == "failed":
+        raise typer.Exit(1)
+
+
+def _local_round(dataset: str, db: Any, wait: bool, as_json: bool) -> tuple[dict, dict | None]:
+    """Run the round in this process (no server): the same job code, with the job recorded in the store."""
+    from api import app as _app
+    from api import jobs as jobs_mod
+    from api import rounds as rounds_mod
+    from api.services import Services
+    from curation.cli_common import open_store
+
+    if not wait:
+        raise InputError("--no-wait needs a server (--server or CURATE_SERVER_URL): without one the round runs "
+                         "in this command")
+    with open_store(db) as store:
+        jobs_mod.recover_interrupted(store)
+        runner = jobs_mod.JobRunner(store)
+        services = Services()
+        services.studio = _app._studio_factory(store.settings)
+        try:
+            started = rounds_mod.request_round(store, runner, services, dataset, trigger="cli")
+            job = _follow(started["job_id"], lambda j: jobs_mod.get_job(store, j), not as_json)
+        finally:
+            runner.shutdown()
+    return started, job
+
+
+def _render_round(r: dict) -> None:
+    rnd = r["round"]
+    head = "queued" if r["created"] else "already running"
+    out.print(f"round {rnd['round_id']} ({head}; job {r['job_id']})")
+    job = r.get("job")
+    if job:
+        res = job.get("result") or {}
+        kv_table({"status": job["status"], "error": job.get("error"), "run_id": res.get("run_id"),
+                  "annotations_used": res.get("annotations_used"), "metrics": res.get("metrics"),
+                  "selected": res.get("selected"), "tasks_pushed": res.get("tasks_pushed")}, title="round")
+
+
+@handle_errors
+def round_config(
+    dataset: Annotated[str, typer.Option("--dataset", "-d")],
+    every: Annotated[int | None, typer.Option("--every", help="new annotations that start a round (0: off)")] = None,
+    size: Annotated[int | None, typer.Option("--size", help="tasks selected and pushed per round")] = None,
+    strategy: Annotated[str | None, typer.Option("--strategy", help="active-learning strategy")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="base seed (a round adds its number)")] = None,
+    train: Annotated[str | None, typer.Option("--train", help='training options as JSON, e.g. '
+                                                              '\'{"epochs": 3, "allow_leakage": true}\'')] = None,
+    server: ServerOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show or set a dataset's round settings (round_every, round_size, round_strategy, round_seed, round_train)."""
+    import json
+
+    from api import rounds as rounds_mod
+    from api.client import server_client
+    from curation.cli_common import open_store
+
+    train_options = None
+    if train is not None:
+        try:
+            train_options = json.loads(train)
+        except ValueError as e:
+            raise InputError(f"--train {train!r}: not JSON ({e}); e.g. '{{\"epochs\": 3}}'") from None
+        from api.app import _check_train_config
+
+        _check_train_config(train_options if isinstance(train_options, dict) else {})
+    values = {k: v for k, v in {"round_every": every, "round_size": size, "round_strategy": strategy,
+                                "round_seed": seed, "round_train": train_options}.items() if v is not None}
+    rounds_mod.validate_round_settings(values)
+    client = server_client(server, settings(db))
+    if client is not None:
+        with client:
+            if values:
+                client.set_round_settings(dataset, **values)
+            cfg = {k: v for k, v in client.request("GET", f"/datasets/{dataset}")["settings"].items()
+                   if k.startswith("round_")}
+    else:
+        with open_store(db) as store:
+            if values:
+                store.set_dataset_settings(dataset, **values)
+            cfg = rounds_mod.round_config(store, dataset)
+    emit(cfg, as_json, lambda c: kv_table(c, title=f"round settings of {dataset}"))
+
+
+@handle_errors
+def jobs(
+    job_id: Annotated[str | None, typer.Argument(help="show this job (else list recent jobs)")] = None,
+    retry: Annotated[bool, typer.Option("--retry", help="run the (failed) job again as a new job")] = False,
+    status: Annotated[str | None, typer.Option(help="queued|running|succeeded|failed")] = None,
+    kind: Annotated[str | None, typer.Option(help="train|score|round")] = None,
+    limit: Annotated[int, typer.Option(help="jobs to list")] = 20,
+    server: ServerOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List jobs, show one, or retry a failed one (retry needs the server, which runs jobs)."""
+    from api import jobs as jobs_mod
+    from api.client import server_client
+    from curation.cli_common import open_store
+
+    if retry and job_id is None:
+        raise InputError("--retry needs a JOB_ID")
+    client = server_client(server, settings(db))
+    if client is not None:
+        with client:
+            if retry:
+                result = client.retry(job_id)
+            elif job_id:
+                result = client.job(job_id)
+            else:
+                result = client.jobs(kind=kind, status=status, limit=limit)
+    else:
+        if retry:
+            raise InputError("--retry runs the job on the server: start `curate serve` and pass --server (or set "
+                             "CURATE_SERVER_URL); for a round, `curate round --dataset NAME` runs one here")
+        with open_store(db) as store:
+            if job_id:
+                result = jobs_mod.get_job(store, job_id)
+            else:
+                items, total = jobs_mod.list_jobs(store, kind=kind, status=status, limit=limit)
+                result = {"items": items, "total": total}
+    if job_id:
+        emit(result, as_json, lambda j: kv_table(j, title=f"job {j['job_id']}"))
+    else:
+        emit(result, as_json, _render_jobs)
+
+
+def _render_jobs(page: dict) -> None:
+    import polars as pl
+
+    rows = [{k: j.get(k) for k in ("job_id", "kind", "status", "progress", "message", "error", "created_at")}
+            for j in page["items"]]
+    frame_table(pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame(), f"jobs ({page['total']})")

@@ -1,0 +1,411 @@
+"""Rounds: pull → snapshot → train → score → select → push, as one job per round, recorded in `store.rounds`.
+
+A round starts on request (`POST /datasets/{name}/rounds`, `curate round`, Label Studio's "Start training") or
+by itself after every N new annotations of a dataset (`round_every`, a per-dataset setting). Never two rounds of
+a dataset at once: a request while one is queued or running returns that one.
+
+Per-dataset settings (`store.set_dataset_settings(name, ...)` or `PATCH /datasets/{name}/settings`):
+
+| key | default | meaning |
+|---|---|---|
+| `round_every` | 50 | new (not yet used) annotations that start a round; 0 turns automatic rounds off |
+| `round_size` | 50 | tasks selected and pushed to Label Studio per round |
+| `round_strategy` | `least_confidence` | the active-learning strategy (`labeling.active`) |
+| `round_seed` | 0 | base seed; a round uses `round_seed + number` |
+| `round_train` | `{}` | training options (`training.config.TrainConfig` fields) |
+
+Annotation events arrive on the webhook; the webhook only queues them (`EventRecorder`) and answers at once; a
+recorder thread stores them (`labeling.studio.handle_webhook`) and checks the round trigger. Events missed while
+the server was down are reconciled by the round's first step (`pull_annotations`).
+"""
+
+import json
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from api.jobs import JobContext, JobRunner, job_kind, retry_hook
+from api.services import Services, call_with_supported
+from curation.errors import CurateError, InputError
+from curation.store import Store, now
+
+log = logging.getLogger(__name__)
+
+ROUND_DEFAULTS: dict[str, Any] = {
+    "round_every": 50,
+    "round_size": 50,
+    "round_strategy": "least_confidence",
+    "round_seed": 0,
+    "round_train": {},
+}
+_ROUND_KEYS = set(ROUND_DEFAULTS)
+_round_lock = threading.Lock()   # one check-and-insert of a round at a time (never two rounds of a dataset)
+
+
+def round_config(store: Store, dataset: str) -> dict:
+    """The dataset's round settings over the defaults."""
+    stored = store.dataset(dataset)["settings"]
+    cfg = dict(ROUND_DEFAULTS)
+    cfg.update({k: v for k, v in stored.items() if k in _ROUND_KEYS})
+    return cfg
+
+
+def validate_round_settings(values: dict) -> dict:
+    """Check round settings before they are stored; the message names the key and the valid ones."""
+    unknown = set(values) - _ROUND_KEYS
+    if unknown:
+        raise InputError(f"unknown round setting(s) {', '.join(sorted(unknown))}; valid: "
+                         f"{', '.join(sorted(_ROUND_KEYS))}")
+    for key in ("round_every", "round_size", "round_seed"):
+        if key in values and (not isinstance(values[key], int) or isinstance(values[key], bool) or values[key] < 0):
+            raise InputError(f"{key}={values[key]!r}: use an integer >= 0")
+    if values.get("round_size") == 0:
+        raise InputError("round_size=0: a round must select at least 1 task")
+    if "round_train" in values and not isinstance(values["round_train"], dict):
+        raise InputError("round_train: use an object of training options (TrainConfig fields)")
+    if "round_strategy" in values and not isinstance(values["round_strategy"], str):
+        raise InputError("round_strategy: use a strategy name")
+    return values
+
+
+def count_annotations(store: Store, dataset: str) -> int:
+    """Live (not deleted, not cancelled) annotations of the dataset's records."""
+    return store.one("SELECT count(*) FROM store.annotations a JOIN store.records r USING (record_id) "
+                     "WHERE r.dataset = ? AND NOT a.deleted AND NOT coalesce(a.was_cancelled, false)",
+                     [dataset]) or 0
+
+
+def ls_project(store: Store, dataset: str) -> int | None:
+    return store.one("SELECT project_id FROM store.ls_projects WHERE dataset = ?", [dataset])
+
+
+def dataset_of_project(store: Store, project_id: int) -> str | None:
+    return store.one("SELECT dataset FROM store.ls_projects WHERE project_id = ?", [project_id])
+
+
+_ROUND_COLUMNS = ["round_id", "dataset", "number", "status", "trigger", "annotations_used", "snapshot_id",
+                  "run_id", "metrics", "selection_id", "tasks_pushed", "job_id", "error", "created_at",
+                  "started_at", "finished_at"]
+
+
+def _round_rows(store: Store, where: str, params: list) -> list[dict]:
+    rows = store.query(f"SELECT {', '.join(_ROUND_COLUMNS)} FROM store.rounds WHERE {where}", params)
+    out = []
+    for r in rows:
+        d = dict(zip(_ROUND_COLUMNS, r))
+        if isinstance(d["metrics"], str):
+            d["metrics"] = json.loads(d["metrics"])
+        out.append(d)
+    return out
+
+
+def get_round(store: Store, round_id: str) -> dict:
+    from curation.errors import NotFound
+
+    rows = _round_rows(store, "round_id = ?", [round_id])
+    if not rows:
+        raise NotFound(f"no round {round_id!r}; list a dataset's rounds with GET /datasets/NAME/rounds")
+    return rows[0]
+
+
+def list_rounds(store: Store, dataset: str, limit: int = 50, offset: int = 0) -> tuple[list[dict], int]:
+    store.dataset(dataset)
+    total = store.one("SELECT count(*) FROM store.rounds WHERE dataset = ?", [dataset])
+    return _round_rows(store, "dataset = ? ORDER BY number DESC LIMIT ? OFFSET ?", [dataset, limit, offset]), total
+
+
+def _set_round(store: Store, round_id: str, **values: Any) -> None:
+    if "metrics" in values and values["metrics"] is not None:
+        values["metrics"] = json.dumps(values["metrics"], default=str)
+    cols = ", ".join(f"{k} = ?" for k in values)
+    with store.transaction() as cur:
+        cur.execute(f"UPDATE store.rounds SET {cols} WHERE round_id = ?", [*values.values(), round_id])
+
+
+def _new_round_row(store: Store, dataset: str, trigger: str) -> dict:
+    """Insert a queued round (caller holds _round_lock and checked that none is active)."""
+    with store.transaction() as cur:
+        number = cur.execute("SELECT coalesce(max(number), 0) + 1 FROM store.rounds WHERE dataset = ?",
+                             [dataset]).fetchall()[0][0]
+        round_id = f"{dataset}.r{number}"
+        cur.execute("INSERT INTO store.rounds (round_id, dataset, number, status, trigger, created_at) "
+                    "VALUES (?, ?, ?, 'queued', ?, ?)", [round_id, dataset, number, trigger, now()])
+    return {"round_id": round_id, "number": number}
+
+
+def active_round(store: Store, dataset: str) -> dict | None:
+    rows = _round_rows(store, "dataset = ? AND status IN ('queued', 'running') ORDER BY number", [dataset])
+    return rows[0] if rows else None
+
+
+def request_round(store: Store, runner: JobRunner, services: Services, dataset: str,
+                  trigger: str = "request") -> dict:
+    """Queue a round of `dataset` unless one is queued or running. Returns `{created, round, job}`."""
+    store.dataset(dataset)   # NotFound names the known datasets
+    with _round_lock:
+        current = active_round(store, dataset)
+        if current is not None:
+            return {"created": False, "round": current, "job_id": current["job_id"]}
+        row = _new_round_row(store, dataset, trigger)
+        try:
+            job = runner.submit("round", {"dataset": dataset, "round_id": row["round_id"], "trigger": trigger},
+                                services)
+        except BaseException as e:
+            _set_round(store, row["round_id"], status="failed", finished_at=now(),
+                       error=f"could not queue the round job: {e}")
+            raise
+        _set_round(store, row["round_id"], job_id=job["job_id"])
+    return {"created": True, "round": get_round(store, row["round_id"]), "job_id": job["job_id"]}
+
+
+def pending_annotations(store: Store, dataset: str) -> tuple[int, int]:
+    """(annotations now, annotations the last finished round started from)."""
+    used = store.one("SELECT max(annotations_used) FROM store.rounds WHERE dataset = ? "
+                     "AND status IN ('succeeded', 'failed')", [dataset]) or 0
+    return count_annotations(store, dataset), used
+
+
+def maybe_trigger(store: Store, runner: JobRunner, services: Services, dataset: str) -> dict | None:
+    """Start a round when `round_every` new annotations arrived since the last round started. Else None."""
+    every = round_config(store, dataset)["round_every"]
+    if not every or active_round(store, dataset) is not None:
+        return None
+    n, used = pending_annotations(store, dataset)
+    if n - used < every:
+        return None
+    log.info("dataset %s: %d new annotations (round_every=%d): starting a round", dataset, n - used, every)
+    return request_round(store, runner, services, dataset, trigger=f"annotations:{n - used}")
+
+
+def _train_config(options: dict) -> Any:
+    try:
+        from training.config import TrainConfig
+    except ImportError:   # the fake pipeline in tests takes the dict as is
+        return dict(options)
+    return TrainConfig(**options)
+
+
+@job_kind("round")
+def run_round(ctx: JobContext) -> dict:
+    """The round job. Each step's result is kept in the job's result and the round's row."""
+    store, sv = ctx.store, ctx.services
+    dataset, round_id = ctx.params["dataset"], ctx.params["round_id"]
+    rnd = get_round(store, round_id)
+    number = rnd["number"]
+    cfg = round_config(store, dataset)
+    _set_round(store, round_id, status="running", started_at=now(), job_id=ctx.job_id,
+               annotations_used=count_annotations(store, dataset))
+    result: dict[str, Any] = {"round_id": round_id, "dataset": dataset, "number": number,
+                              "trigger": ctx.params.get("trigger")}
+    client = None
+    try:
+        client = sv_studio(sv)   # None: no Label Studio configured; the selection stays in the store
+
+        ctx.progress(0.01, "step 1/5: pull annotations from Label Studio", force=True)
+        if client is not None and ls_project(store, dataset) is not None:
+            result["pulled"] = plain(sv.pull_annotations(store, dataset, client))
+        used = count_annotations(store, dataset)
+        result["annotations_used"] = used
+        _set_round(store, round_id, annotations_used=used)
+
+        # training takes the snapshot itself (curation.versions.snapshot), so the run names it
+        ctx.progress(0.05, "step 2/5: snapshot and train", force=True)
+        run = call_with_supported(sv.train, store, dataset, _train_config(cfg["round_train"]),
+                                  progress=ctx.step_progress(0.05, 0.7, "step 2/5: snapshot and train"))
+        run_id = run["run_id"]
+        result["run_id"], result["snapshot_id"] = run_id, run.get("snapshot_id")
+        result["metrics"] = plain(run.get("metrics"))
+        _set_round(store, round_id, run_id=run_id, snapshot_id=run.get("snapshot_id"), metrics=result["metrics"])
+
+        unlabeled = store.one("SELECT count(*) FROM store.records r LEFT JOIN store.gold_labels g USING "
+                              "(record_id) WHERE r.dataset = ? AND r.origin = 'ingest' AND g.record_id IS NULL",
+                              [dataset])
+        if not unlabeled:
+            result.update(scored=0, selection_id=None, selected=0, tasks_pushed=0,
+                          push={"skipped": "pool exhausted: every record has a gold label"})
+            _set_round(store, round_id, status="succeeded", tasks_pushed=0, finished_at=now())
+            return result
+
+        ctx.progress(0.7, "step 3/5: score the pool", force=True)
+        scored = call_with_supported(sv.score, store, run_id, dataset,
+                                     progress=ctx.step_progress(0.7, 0.9, "step 3/5: score the pool"))
+        result["scored"] = scored.get("scored") if isinstance(scored, dict) else scored
+
+        ctx.progress(0.9, "step 4/5: select", force=True)
+        sel = _select(sv, store, run_id, cfg, number)
+        if sel is None:
+            result.update(selection_id=None, selected=0, tasks_pushed=0,
+                          push={"skipped": "pool exhausted: every scored record is labeled or pending"})
+            _set_round(store, round_id, status="succeeded", tasks_pushed=0, finished_at=now())
+            return result
+        result["selection_id"] = sel.get("selection_id")
+        result["selected"] = sel.get("n")
+        _set_round(store, round_id, selection_id=result["selection_id"])
+
+        ctx.progress(0.95, "step 5/5: push to Label Studio", force=True)
+        if client is not None:
+            pushed = sv.push_selection(store, result["selection_id"], run_id=run_id, client=client)
+            result["push"] = plain(pushed)
+            tasks_pushed = _count_pushed(pushed)
+        else:
+            result["push"] = {"skipped": "no Label Studio configured (CURATE_LS_URL, CURATE_LS_TOKEN); the "
+                                         "selection is in store.selections"}
+            tasks_pushed = 0
+        result["tasks_pushed"] = tasks_pushed
+        _set_round(store, round_id, status="succeeded", tasks_pushed=tasks_pushed, finished_at=now())
+        return result
+    except BaseException as e:
+        _set_round(store, round_id, status="failed", finished_at=now(), error=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        if client is not None and hasattr(client, "close"):
+            client.close()
+
+
+def _select(sv: Services, store: Store, run_id: str, cfg: dict, number: int) -> dict | None:
+    """Select `round_size` records; near the end of the pool, as many as are left (None: none left)."""
+    n = cfg["round_size"]
+    for _ in range(2):
+        try:
+            return call_with_supported(sv.select, store, run_id, cfg["round_strategy"], n,
+                                       seed=cfg["round_seed"] + number, round=number)
+        except CurateError as e:
+            left = re.search(r"(\d+) available / (\d+) requested", str(e))
+            if type(e).__name__ != "PoolExhausted" or left is None:
+                raise
+            n = int(left.group(1))
+            if n == 0:
+                return None
+            log.info("round %d: pool has %d selectable records (< round_size %d)", number, n, cfg["round_size"])
+    return None
+
+
+def plain(obj: Any) -> Any:
+    """JSON-ready copy (numpy values, dates)."""
+    def default(o: Any) -> Any:
+        return o.tolist() if hasattr(o, "tolist") else str(o)
+
+    return json.loads(json.dumps(obj, default=default))
+
+
+def _count_pushed(pushed: Any) -> int:
+    if isinstance(pushed, dict):
+        for key in ("created", "tasks_pushed", "pushed"):
+            if isinstance(pushed.get(key), int):
+                return pushed[key]
+        return 0
+    return int(pushed or 0)
+
+
+def sv_studio(sv: Services) -> Any:
+    """The Label Studio client the services carry (None where none is configured)."""
+    factory = getattr(sv, "studio", None)
+    return factory() if factory is not None else None
+
+
+@retry_hook("round")
+def _retry_round(store: Store, job: dict) -> dict:
+    """A retried round is a new round (new number) of the same dataset."""
+    dataset = job["params"]["dataset"]
+    with _round_lock:
+        current = active_round(store, dataset)
+        if current is not None:
+            from api.jobs import JobConflict
+
+            raise JobConflict(f"dataset {dataset} already has round {current['round_id']} {current['status']} "
+                              f"(job {current['job_id']}); wait for it instead of retrying")
+        row = _new_round_row(store, dataset, f"retry:{job['job_id']}")
+    return {"dataset": dataset, "round_id": row["round_id"], "trigger": f"retry:{job['job_id']}"}
+
+
+# -- webhook events ---------------------------------------------------------------------------------------
+@dataclass
+class RecorderStats:
+    received: int = 0
+    recorded: int = 0
+    failed: int = 0
+    rounds_started: int = 0
+    last_error: str | None = None
+    errors_by_action: dict[str, int] = field(default_factory=dict)
+
+
+class EventRecorder:
+    """Queue of Label Studio events, stored by one thread so the webhook answers without waiting on the writer.
+
+    `handle(payload)` is `labeling.studio.handle_webhook(store, payload)`; after each event the recorder checks
+    the round trigger of the event's dataset. Failures are counted (by action) and logged, never swallowed.
+    """
+
+    def __init__(self, store: Store, runner: JobRunner, services_fn: Callable[[], Services]):
+        self.store, self.runner, self.services_fn = store, runner, services_fn
+        self.stats = RecorderStats()
+        self._q: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="curate-events", daemon=True)
+        self._thread.start()
+
+    def put(self, payload: dict) -> int:
+        self.stats.received += 1
+        self._q.put(payload)
+        return self._q.qsize()
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until every queued event is handled (tests, shutdown). True when drained."""
+        deadline = time.monotonic() + timeout
+        while self._q.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.drain(timeout)
+        self._q.put(None)
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            payload = self._q.get()
+            try:
+                if payload is None:
+                    return
+                self._handle(payload)
+            finally:
+                self._q.task_done()
+
+    def _handle(self, payload: dict) -> None:
+        action = str(payload.get("action") or "unknown")
+        services = self.services_fn()
+        try:
+            services.handle_webhook(self.store, payload)
+            self.stats.recorded += 1
+        except Exception as e:  # noqa: BLE001 - counted by action and logged; the recorder must keep running
+            self.stats.failed += 1
+            self.stats.errors_by_action[action] = self.stats.errors_by_action.get(action, 0) + 1
+            self.stats.last_error = f"{action}: {type(e).__name__}: {e}"
+            log.error("webhook event %s not recorded: %s: %s", action, type(e).__name__, e)
+            return
+        dataset = self._dataset(payload)
+        if dataset is None or not action.startswith("ANNOTATION"):
+            return
+        try:
+            if maybe_trigger(self.store, self.runner, services, dataset):
+                self.stats.rounds_started += 1
+        except Exception as e:  # noqa: BLE001 - counted and logged; the recorder must keep running
+            self.stats.failed += 1
+            self.stats.last_error = f"round trigger for {dataset}: {type(e).__name__}: {e}"
+            log.error("round trigger for %s failed: %s", dataset, e)
+
+    def _dataset(self, payload: dict) -> str | None:
+        project = payload.get("project")
+        pid = project.get("id") if isinstance(project, dict) else project
+        if pid is None and isinstance(payload.get("task"), dict):
+            pid = payload["task"].get("project")
+        try:
+            return dataset_of_project(self.store, int(pid)) if pid is not None else None
+        except (TypeError, ValueError):
+            return None

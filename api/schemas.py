@@ -1,0 +1,218 @@
+"""Request and response bodies of the service (separate in/out models; responses never echo secrets)."""
+
+import datetime as dt
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+# -- errors and pages ------------------------------------------------------------------------------------
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable machine-readable code, e.g. `not_found`, `unauthorized`")
+    message: str = Field(description="what went wrong and what to do")
+    details: list[dict] | None = Field(None, description="per-field problems of a request that does not validate")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int = Field(description="rows matching the filters")
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="offset of the next page; null on the last page")
+
+
+# -- health ----------------------------------------------------------------------------------------------
+class HealthOut(_Out):
+    status: Literal["ok"] = "ok"
+    version: str
+    db: str
+    schema_version: str | None
+    datasets: int
+    jobs_running: int
+    jobs_queued: int
+    auth: Literal["api_key", "open"] = Field(description="open: no CURATE_API_KEY (loopback only)")
+    webhook_events: dict
+    stages: dict[str, bool] = Field(description="which stage modules import here")
+
+
+# -- datasets and records ----------------------------------------------------------------------------------
+class DatasetOut(_Out):
+    name: str
+    labels: list[str]
+    contract_version: str
+    created_at: dt.datetime | None = None
+    records: int | None = None
+    settings: dict = Field(default_factory=dict)
+
+
+class DatasetSettingsIn(_In):
+    round_every: int | None = Field(None, ge=0, description="new annotations that start a round; 0: off")
+    round_size: int | None = Field(None, ge=1, le=100_000, description="tasks pushed per round")
+    round_strategy: str | None = None
+    round_seed: int | None = Field(None, ge=0)
+    round_train: dict | None = Field(None, description="TrainConfig fields for round training")
+
+
+class RecordOut(_Out):
+    record_id: int
+    dataset: str
+    source_id: str | None = None
+    text: str
+    label: str | None = None
+    label_source: str | None = None
+    group: str | None = None
+    meta: Any = None
+    input_hash: str
+    origin: str
+    parent_id: int | None = None
+    split: str | None = None
+
+
+class IngestOut(_Out):
+    dataset: str
+    rows_read: int
+    accepted: int
+    quarantined: int
+
+
+# -- SQL -----------------------------------------------------------------------------------------------------
+class SqlIn(_In):
+    query: str = Field(min_length=1, max_length=100_000, examples=["SELECT label, count(*) FROM records GROUP BY 1"])
+    limit: int | None = Field(None, ge=1, le=1_000_000, description="row limit (default CURATE_SQL_ROW_LIMIT)")
+    timeout_s: float | None = Field(None, gt=0, le=3600)
+
+
+class SqlOut(_Out):
+    columns: list[str]
+    rows: list[dict]
+    truncated: bool
+    row_limit: int
+
+
+# -- weak supervision, splits, augmentation ------------------------------------------------------------------
+class LabelModelIn(_In):
+    kind: str = Field("snorkel", description="label model kind (see `curate label-model --help`)")
+
+
+class SplitIn(_In):
+    ratios: list[float] | None = Field(None, description="train/val/test ratios, e.g. [0.8, 0.1, 0.1]")
+    group_by: str | None = Field(None, description="`group` keeps a group's records in one split")
+    near_dup_threshold: float | None = Field(None, ge=0, le=1)
+    seed: int | None = None
+    from_column: str | None = Field(None, description="take given splits from this meta column")
+
+
+class AugmentIn(_In):
+    per_record: int = Field(1, ge=1, le=100, description="copies per train record")
+    augmenters: list[str] = Field(["keyboard", "word_swap"], min_length=1,
+                                  description="names from curation.augment.AUGMENTERS")
+    seed: int = 0
+    limit: int | None = Field(None, ge=1, description="augment at most this many records")
+
+
+# -- runs, predictions, selections, rounds, jobs ---------------------------------------------------------------
+class TrainIn(_In):
+    dataset: str
+    config: dict = Field(default_factory=dict, description="TrainConfig fields (epochs, lr, lora_r, ...)")
+
+
+class ScoreIn(_In):
+    dataset: str | None = None
+    include_labeled: bool = False
+
+
+class SelectIn(_In):
+    run_id: str
+    strategy: str = "least_confidence"
+    n: int = Field(50, ge=1, le=100_000)
+    seed: int = 0
+    round: int | None = None
+
+
+class RoundIn(_In):
+    trigger: str = Field("request", max_length=100)
+
+
+class JobOut(_Out):
+    job_id: str
+    kind: str
+    status: Literal["queued", "running", "succeeded", "failed"]
+    progress: float | None = None
+    message: str | None = None
+    params: dict | None = None
+    result: Any = None
+    error: str | None = None
+    retry_of: str | None = None
+    created_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+
+class RoundOut(_Out):
+    round_id: str
+    dataset: str
+    number: int
+    status: str
+    trigger: str | None = None
+    annotations_used: int | None = None
+    snapshot_id: str | None = None
+    run_id: str | None = None
+    metrics: Any = None
+    selection_id: str | None = None
+    tasks_pushed: int | None = None
+    job_id: str | None = None
+    error: str | None = None
+    created_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+
+class RoundRequestOut(_Out):
+    created: bool = Field(description="false: a round of this dataset was already queued or running")
+    round: RoundOut
+    job_id: str | None
+
+
+class WebhookAck(_Out):
+    accepted: bool = True
+    queued: int = Field(description="events waiting to be stored")
+
+
+# -- Label Studio ML backend -------------------------------------------------------------------------------------
+class MlSetupIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    project: str | None = None
+    schema_: str | None = Field(None, alias="schema")
+
+
+class MlPredictIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    tasks: list[dict]
+    label_config: str | None = None
+    project: str | None = None
+    params: dict | None = None
+
+
+class MlPrediction(BaseModel):
+    result: list[dict]
+    score: float | None = None
+    model_version: str
+
+
+class MlPredictOut(BaseModel):
+    results: list[MlPrediction]
+    model_version: str | None = None
