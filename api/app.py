@@ -362,7 +362,13 @@ def _routes() -> APIRouter:
     # weak supervision ------------------------------------------------------------------------------------------
     @r.post("/datasets/{name}/lfs", dependencies=Auth, tags=["weak supervision"])
     def apply_lfs(name: str, store: StoreDep, services: ServicesDep,
-                  file: Annotated[UploadFile, File(description="the LF file (YAML or Python)")]) -> dict:
+                  file: Annotated[UploadFile, File(description="a declarative LF file (.yaml, .yml, .json)")]) -> dict:
+        """Apply declarative LFs. Python LF files run code when loaded, so the API refuses them."""
+        suffix = Path(file.filename or "").suffix.lower()
+        if suffix not in DECLARATIVE_LF_SUFFIXES:
+            raise E.InputError(f"{file.filename}: the API applies only declarative LF files "
+                               f"({', '.join(DECLARATIVE_LF_SUFFIXES)}); a Python LF file runs code when loaded, so "
+                               f"apply it with `curate lf apply --lfs FILE` on the machine that owns the store")
         with _uploaded(file) as path:
             return plain(services.apply_lfs(store, name, path))
 
@@ -554,6 +560,9 @@ def _check_train_config(config: dict) -> None:
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
         raise E.InputError(f"config: {problems}") from None
+
+
+DECLARATIVE_LF_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 @contextlib.contextmanager

@@ -522,6 +522,11 @@ def test_weak_supervision_split_and_augment_routes_with_the_real_stages(client, 
     assert r.status_code == 200, r.text
     r = client.post("/datasets/yt/label-model", json={"kind": "nope"}, headers=H)
     assert r.status_code == 400 and "snorkel" in r.json()["error"]["message"]   # names the valid kinds
+    r = client.post("/datasets/yt/lfs", files={"file": ("lfs.py", b"import os; os.system('touch pwned')")}, headers=H)
+    assert r.status_code == 400 and "declarative" in r.json()["error"]["message"]
+    yaml_lfs = b"lfs:\n  - {name: subscribe, kind: keyword, label: spam, keywords: [subscribe]}\n"
+    r = client.post("/datasets/yt/lfs", files={"file": ("lfs.yaml", yaml_lfs)}, headers=H)
+    assert r.status_code == 200, r.text
     assert client.get("/datasets/yt/lfs/report").status_code == 200
     r = client.post("/datasets/yt/augment", json={"per_record": 1, "augmenters": ["keyboard"], "limit": 5},
                     headers=H)
