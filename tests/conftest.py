@@ -7,8 +7,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "youtube-spam"
 WRENCH = Path(__file__).resolve().parent / "data" / "wrench"
 
-# The tests must not see a developer's settings.
-for _k in [k for k in os.environ if k.startswith("CURATE_")]:
+# The tests must not see a developer's settings (CURATE_SKIP_LABELSTUDIO is a test switch, not a setting).
+for _k in [k for k in os.environ if k.startswith("CURATE_") and k != "CURATE_SKIP_LABELSTUDIO"]:
     del os.environ[_k]
 
 
