@@ -32,6 +32,7 @@ def ingest(
     id_field: Annotated[str | None, typer.Option(help="column with the source's id → source_id")] = None,
     group_field: Annotated[str | None, typer.Option(help="column tying records together (author, document)")] = None,
     labels: Annotated[str | None, typer.Option(help="the dataset's label set, comma-separated, e.g. ham,spam")] = None,
+    exclude_fields: Annotated[str | None, typer.Option(help="columns not to store at all, comma-separated")] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="csv|jsonl|parquet|hf (default: from the name)")] = None,
     delimiter: Annotated[str | None, typer.Option(help="CSV delimiter (default: sniffed)")] = None,
     db: DbOption = None,
@@ -49,7 +50,8 @@ def ingest(
             advance(rows - done[0])
             done[0] = rows
 
-        result = run(store, file, dataset, fields=FieldMap(text_field, label_field, id_field, group_field),
+        result = run(store, file, dataset, fields=FieldMap(text_field, label_field, id_field, group_field,
+                                     tuple(c.strip() for c in (exclude_fields or "").split(",") if c.strip())),
                      labels=label_list, fmt=fmt, delimiter=delimiter, progress=progress)
     emit(result.to_dict(), as_json, lambda r: _render_ingest(r))
 

@@ -38,6 +38,7 @@ class FieldMap:
     label: str | None = None
     id: str | None = None
     group: str | None = None
+    exclude: tuple[str, ...] = ()  # columns not stored at all (PII, answer keys)
 
 
 @dataclass
@@ -166,7 +167,7 @@ def _read_jsonl(path: Path, fields: FieldMap) -> Iterator[_Batch]:
                 continue
             buf.append({k: v if v is None or isinstance(v, str) else json.dumps(v) for k, v in obj.items()
                         if k in mapped})
-            rest = {k: v for k, v in obj.items() if k not in mapped}
+            rest = {k: v for k, v in obj.items() if k not in mapped and k not in fields.exclude}
             metas.append(json.dumps(rest, ensure_ascii=False) if rest else None)
             nums.append(i)
             if len(buf) >= BATCH_ROWS:
@@ -281,7 +282,7 @@ def _stringify(df: pl.DataFrame) -> pl.DataFrame:
 def _mapped(batch: _Batch, fields: FieldMap) -> pl.DataFrame:
     """Source columns → text, label_raw, source_id, group (as strings), meta (JSON of the rest, types kept)."""
     mapped = {fields.text: "text", fields.label: "label_raw", fields.id: "source_id", fields.group: "group"}
-    others = [c for c in batch.columns.columns if c not in mapped]
+    others = [c for c in batch.columns.columns if c not in mapped and c not in fields.exclude]
     if batch.meta is not None:
         meta = pl.lit(batch.meta).alias("meta")
     elif others:

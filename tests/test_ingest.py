@@ -93,6 +93,15 @@ def test_youtube_csv_with_field_mapping(store):
     assert row["input_hash"][0] == input_hash(row["text"][0])
 
 
+def test_excluded_fields_are_not_stored(store, tmp_path):
+    ingest(store, DATA / "raw" / "Youtube01-Psy.csv", "yt",
+           fields=FieldMap(text="CONTENT", id="COMMENT_ID", exclude=("CLASS", "DATE")), labels=LABELS)
+    assert store.one("SELECT count(*) FROM store.records WHERE meta IS NOT NULL") == 0
+    (tmp_path / "x.jsonl").write_text('{"text": "a", "secret": 1, "keep": 2}\n')
+    ingest(store, tmp_path / "x.jsonl", "j", fields=FieldMap(exclude=("secret",)), labels=LABELS)
+    assert json.loads(store.one("SELECT meta FROM store.records WHERE dataset = 'j'")) == {"keep": 2}
+
+
 def test_reingest_same_file_quarantines_duplicate_ids(store):
     path = DATA / "raw" / "Youtube01-Psy.csv"
     fields = FieldMap(text="CONTENT", label="CLASS", id="COMMENT_ID")
