@@ -14,6 +14,11 @@ app = typer.Typer(
 
 COMMAND_MODULES = [
     "curation.cli_store",
+    "curation.cli_splits",
+    "labeling.cli",
+    "labeling.cli_studio",
+    "training.cli",
+    "api.cli",
 ]
 
 
@@ -27,3 +32,7 @@ _register()
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()
