@@ -226,7 +226,8 @@ def select(store, run_id: str, strategy: str, n: int, *, seed: int = 0, round: i
         raise NotFound(f"no run {run_id!r}; see `SELECT run_id, status FROM runs`")
     dataset = rows[0][0]
     preds = store.frame(
-        "SELECT p.record_id, p.probs, p.embedding FROM store.predictions p JOIN store.records r USING (record_id) "
+        "SELECT p.record_id, r.input_hash, p.probs, p.embedding FROM store.predictions p "
+        "JOIN store.records r USING (record_id) "
         "WHERE p.run_id = ? AND r.dataset = ? AND r.origin = 'ingest' ORDER BY p.record_id", [run_id, dataset])
     if preds.height == 0:
         raise NotFound(f"run {run_id} has no predictions for {dataset!r}; run `curate score --run {run_id}` first")
@@ -234,9 +235,17 @@ def select(store, run_id: str, strategy: str, n: int, *, seed: int = 0, round: i
     ids = preds["record_id"].to_numpy()
     excluded_labeled = np.isin(ids, list(ex["labeled"]))
     excluded_pending = np.isin(ids, list(ex["pending"])) & ~excluded_labeled
-    keep = ~(excluded_labeled | excluded_pending)
+    # one task per normalised text: skip texts already labeled or pending, and keep one record per text
+    taken = {h for (h,) in store.query("SELECT DISTINCT input_hash FROM store.records WHERE dataset = ? "
+                                       "AND list_contains(?, record_id)",
+                                       [dataset, [int(x) for x in ex["labeled"] | ex["pending"]]])}
+    hashes = preds["input_hash"]
+    excluded_duplicate = (hashes.is_in(list(taken)).to_numpy() | ~hashes.is_first_distinct().to_numpy()) \
+        & ~(excluded_labeled | excluded_pending)
+    keep = ~(excluded_labeled | excluded_pending | excluded_duplicate)
     counts = {"scored": preds.height, "labeled": int(excluded_labeled.sum()),
-              "pending": int(excluded_pending.sum()), "available": int(keep.sum())}
+              "pending": int(excluded_pending.sum()), "duplicate_text": int(excluded_duplicate.sum()),
+              "available": int(keep.sum())}
     check_size(counts["available"], n, f" (run {run_id} scored {counts['scored']} records of {dataset!r}: "
                f"{counts['labeled']} labeled, {counts['pending']} pending; score more records, label the "
                f"pending ones, or ask for fewer)")

@@ -137,7 +137,7 @@ def _fake_run(store, texts=40, labeled=5):
 def test_select_stores_a_ranked_selection(store):
     ids = _fake_run(store)
     r = select(store, "r1", "margin", 10)
-    assert r["round"] == 1 and r["n"] == 10 and r["pool"] == {"scored": 40, "labeled": 5, "pending": 0,
+    assert r["round"] == 1 and r["n"] == 10 and r["pool"] == {"scored": 40, "labeled": 5, "pending": 0, "duplicate_text": 0,
                                                              "available": 35}
     rows = store.query("SELECT record_id, rank, strategy, score, round FROM main.selections ORDER BY rank")
     assert [x[1] for x in rows] == list(range(1, 11)) and {x[2] for x in rows} == {"margin"}
@@ -188,3 +188,17 @@ def test_pool_validates_shapes_and_ids():
         Pool([1, 2, 3], [0.1, 0.2, 0.3])
     empty = make_pool(3).without({1000, 1001, 1002})
     assert len(empty) == 0 and empty.probs.shape == (0, 2)
+
+
+def test_select_skips_texts_already_labeled_or_pending(store):
+    ids = make_dataset(store, "d", ["Same text!", "same text", "other one", "another", "Other One"],
+                       labels=["spam", None, None, None, None])
+    with store.transaction() as cur:
+        cur.execute("INSERT INTO store.runs (run_id, dataset, status) VALUES ('run-x', 'd', 'succeeded')")
+        for i, rid in enumerate(ids):
+            cur.execute("INSERT INTO store.predictions VALUES ('run-x', ?, [0.5, 0.5], 'ham', 0.5, 0.5, 0.0, 0.69, "
+                        "NULL, now())", [rid])
+    out = select(store, "run-x", "margin", 2)
+    # "same text" duplicates a labeled text; "Other One" duplicates "other one" (kept: the first)
+    assert sorted(out["record_ids"]) == [ids[2], ids[3]]
+    assert out["pool"]["duplicate_text"] == 2

@@ -162,3 +162,13 @@ def test_gpu_scoring_uses_cuda(tmp_path):
     enc = tok(["hello", "check out my channel please"], truncation=True)["input_ids"]
     probs, emb = forward_batches(model, enc, pad_id=0, batch_size=2, device="cuda", embeddings=True)
     assert probs.shape == (2, 2) and emb.shape == (2, 384)
+
+
+def test_score_an_empty_pool(tmp_path, scored):
+    from tests.helpers import make_dataset
+    from training.score import score
+
+    store, run, _, _ = scored
+    make_dataset(store, "all_gold", ["a labeled comment"], ["ham"])
+    r = score(store, run["run_id"], dataset="all_gold")
+    assert r["scored"] == 0

@@ -160,7 +160,7 @@ def build_splits(frame: pl.DataFrame, labels: list[str], config: TrainConfig) ->
         c = out["train"].counts
         raise InputError(f"no training examples: train has {c['rows']} rows, {c['gold']} with gold and "
                          f"{c['weak']} with weak labels (label_sources={config.label_sources}); "
-                         "label some records or fit a label model (`curate weak fit`)")
+                         "label some records or fit a label model (`curate label`)")
     return out
 
 

@@ -193,12 +193,12 @@ def score(store, run_id: str, dataset: str | None = None, include_labeled: bool 
                        f"USING (record_id) WHERE r.dataset = ? AND r.origin = 'ingest' {where} ORDER BY r.record_id",
                        [dataset])
     t0 = time.perf_counter()
-    probs, embs = loaded.predict(pool["text"].to_list(), embeddings=True, batch_size=batch_size,
-                                 progress=progress)
+    if pool.height:
+        probs, embs = loaded.predict(pool["text"].to_list(), embeddings=True, batch_size=batch_size,
+                                     progress=progress)
+    else:  # nothing unlabeled left: an empty scoring, not an error
+        probs, embs = np.zeros((0, len(loaded.labels)), dtype=np.float32), np.zeros((0, 1), dtype=np.float32)
     seconds = time.perf_counter() - t0
-    k = len(loaded.labels)
-    if pool.height == 0:
-        probs, embs = np.zeros((0, k), dtype=np.float32), np.zeros((0, 1), dtype=np.float32)
     unc = uncertainty(probs)
     pred = probs.argmax(1)
     frame = pl.DataFrame({
