@@ -1,0 +1,1 @@
+"""Experiments that measure whether the product does its job; one command each (`make experiments`)."""
