@@ -3,7 +3,7 @@ edge on a real store (exclusion of labeled, pending and augmented records; pool 
 
 import numpy as np
 import pytest
-from helpers import make_dataset
+from tests.helpers import make_dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -5,8 +5,8 @@ import json
 import polars as pl
 import pytest
 import typer
-from conftest import DATA
-from helpers import make_dataset
+from tests.conftest import DATA
+from tests.helpers import make_dataset
 from typer.testing import CliRunner
 
 from curation.augment import (

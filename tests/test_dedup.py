@@ -5,7 +5,7 @@ import random
 import numpy as np
 import polars as pl
 import pytest
-from conftest import DATA
+from tests.conftest import DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

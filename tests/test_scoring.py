@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from test_training import FAST, LABELS, build_store, wrench_rows
+from tests.test_training import FAST, LABELS, build_store, wrench_rows
 
 from curation.errors import NotFound
 from curation.settings import Settings

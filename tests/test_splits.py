@@ -7,8 +7,8 @@ import numpy as np
 import polars as pl
 import pytest
 import typer
-from conftest import DATA
-from helpers import make_dataset
+from tests.conftest import DATA
+from tests.helpers import make_dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-from helpers import make_dataset
+from tests.helpers import make_dataset
 
 from curation.errors import InputError, LeakageError
 from curation.settings import Settings
