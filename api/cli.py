@@ -27,7 +27,6 @@ from curation.cli_common import (
 from curation.errors import InputError
 
 
-
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     app.command("round")(round_)

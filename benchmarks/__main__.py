@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         try:
             results[name] = importlib.import_module(f"benchmarks.bench_{name}").main(["--quick"] if args.quick else [])
-        except Exception:  # a failed benchmark is reported and counted, the others still run
+        except Exception:  # noqa: BLE001 - a failed benchmark is reported and counted, the others still run
             traceback.print_exc()
             failed.append(name)
             results[name] = {"error": traceback.format_exc(limit=3)}

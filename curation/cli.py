@@ -31,6 +31,9 @@ _register()
 
 
 def main() -> None:
+    from curation.cli_common import quiet_third_party
+
+    quiet_third_party()
     app()
 
 

@@ -13,7 +13,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from curation.errors import CurateError
@@ -27,6 +34,17 @@ DbOption = Annotated[Path | None, typer.Option("--db", help="DuckDB file (env CU
 JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON object")]
 ServerOption = Annotated[str | None, typer.Option("--server", envvar="CURATE_SERVER_URL",
                                                   help="a running `curate serve` to ask instead of the DB file")]
+
+
+def quiet_third_party() -> None:
+    """Entry points (CLI, server, demo) call this: transformers' load reports and peft's deprecation warnings
+    are noise to users; our own logging is untouched."""
+    import logging
+    import warnings
+
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def settings(db: Path | None = None) -> Settings:

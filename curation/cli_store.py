@@ -6,8 +6,18 @@ from typing import Annotated
 import polars as pl
 import typer
 
-from curation.cli_common import (DbOption, JsonOption, ServerOption, emit, frame_table, handle_errors, kv_table, open_store,
-                                 out, progress_bar)
+from curation.cli_common import (
+    DbOption,
+    JsonOption,
+    ServerOption,
+    emit,
+    frame_table,
+    handle_errors,
+    kv_table,
+    open_store,
+    out,
+    progress_bar,
+)
 from curation.errors import InputError
 
 

@@ -8,6 +8,7 @@ schema has no sequences, whose nextval no rollback would undo); (4) rows and tim
 
 import threading
 from dataclasses import dataclass
+
 import duckdb
 import polars as pl
 

@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
 
+    from curation.cli_common import quiet_third_party
     from curation.ingest import FieldMap, ingest
     from curation.labels import import_labels
     from curation.settings import Settings
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     from curation.store import Store
     from labeling import ls_server
 
+    quiet_third_party()
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
     db = args.workdir / "curate.duckdb"
@@ -117,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     show(results, "accepted and quarantined")
 
     step("3. SQL for data engineers (read-only sandbox)")
-    for q in ["SELECT count(*) AS comments, count(DISTINCT input_hash) AS distinct_texts, "
-              "count(DISTINCT \"group\") AS authors FROM records",
+    for q in [("SELECT count(*) AS comments, count(DISTINCT input_hash) AS distinct_texts, "
+               "count(DISTINCT \"group\") AS authors FROM records"),
               "SELECT \"group\" AS author, count(*) AS comments FROM records GROUP BY 1 ORDER BY 2 DESC LIMIT 3",
               "SELECT rule, count(*) AS n FROM quarantine GROUP BY 1"]:
         console.print(f"[dim]$ curate sql \"{q}\"[/]", highlight=False)
@@ -257,7 +259,7 @@ def _follow(api, job_id: str, number: int) -> dict:
 
 
 def _round_row(api, number: int, job: dict) -> dict:
-    r = [x for x in api.rounds(DATASET)["items"] if x["number"] == number][0]
+    r = next(x for x in api.rounds(DATASET)["items"] if x["number"] == number)
     metrics = r.get("metrics") or {}
     m = json.loads(metrics) if isinstance(metrics, str) else metrics
 

@@ -2,13 +2,13 @@
 the label model's weak labels; plus a results writer."""
 
 import json
-import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
+from curation.cli_common import quiet_third_party
 from curation.ingest import FieldMap, ingest
 from curation.settings import Settings
 from curation.splits import make_split
@@ -43,7 +43,7 @@ class Wrench:
 def wrench_setup(label_model: str = "snorkel", seed: int = 0) -> Wrench:
     """Ingest the WRENCH split (gold labels on every row), keep its published split (it leaks, so the report
     names the leakage-free test rows), apply the tutorial's LFs and fit the label model on train."""
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+    quiet_third_party()
     workdir = Path(tempfile.mkdtemp(prefix="curate-exp-"))
     store = Store.open(Settings(db=workdir / "exp.duckdb"))
     ingest(store, WRENCH, DATASET, fields=FieldMap(id="id", label="label"), labels=LABELS)

@@ -94,12 +94,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _plot(rows: list[tuple[str, float, float]]):
-    import matplotlib
+    from training.plots import _pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 4.8))
+    fig, ax = _pyplot().subplots(figsize=(9, 4.8))
     x = np.arange(len(rows))
     ax.bar(x - 0.2, [100 * r[1] for r in rows], 0.4, label="published test split")
     ax.bar(x + 0.2, [100 * r[2] for r in rows], 0.4, label="leakage-free test subset")
@@ -108,11 +105,7 @@ def _plot(rows: list[tuple[str, float, float]]):
     ax.set_xticks(x, [r[0].replace(" + ", "\n+ ").replace(" → ", "\n→ ") for r in rows], fontsize=7)
     ax.set(ylabel="accuracy (%)", ylim=(70, 100), title="Weak supervision on WRENCH YouTube")
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path = DOCS / "experiment_weak_supervision.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, DOCS / "experiment_weak_supervision.png")
 
 
 if __name__ == "__main__":

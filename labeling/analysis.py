@@ -65,6 +65,8 @@ def plot_report(stats: dict, path: str | Path, title: str = "LF analysis") -> Pa
     """A PNG: coverage / overlaps / conflicts per LF, and empirical accuracy where gold exists."""
     import matplotlib
 
+    from training.plots import save_figure
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -95,9 +97,4 @@ def plot_report(stats: dict, path: str | Path, title: str = "LF analysis") -> Pa
                          va="center", fontsize=7)
         ax2.set_xlim(0, 1.25)
         ax2.set_xlabel("empirical accuracy on gold rows")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -3,7 +3,6 @@ edge on a real store (exclusion of labeled, pending and augmented records; pool 
 
 import numpy as np
 import pytest
-from tests.helpers import make_dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +17,7 @@ from labeling.active import (
     k_center_greedy,
     select,
 )
+from tests.helpers import make_dataset
 
 
 def make_pool(n, k=2, d=8, seed=0, ids=None):

@@ -5,8 +5,6 @@ import json
 import polars as pl
 import pytest
 import typer
-from tests.conftest import DATA
-from tests.helpers import make_dataset
 from typer.testing import CliRunner
 
 from curation.augment import (
@@ -22,6 +20,8 @@ from curation.augment import (
 from curation.errors import InputError, NotFound
 from curation.normalize import input_hash
 from curation.splits import check_split, make_split
+from tests.conftest import DATA
+from tests.helpers import make_dataset
 
 TEXT = "Check out my new channel for the best music videos and please subscribe to it today"
 OFFLINE = [n for n in AUGMENTERS if n != "synonym"]

@@ -2,7 +2,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 from typer.testing import CliRunner
 
 from curation.cli import app
@@ -60,13 +59,14 @@ def test_unreadable_file_exits_2_with_a_message(tmp_path):
 def test_locked_store_is_reported_plainly(tmp_path):
     db = tmp_path / "c.duckdb"
     ingest_psy(db)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from curation.store import Store; "
-                               f"s = Store.open(db={str(db)!r}); print('ready', flush=True); time.sleep(60)"],
+    code = ("import sys, time; from curation.store import Store; "
+            f"s = Store.open(db={str(db)!r}); print('ready', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ready"
         r = subprocess.run([sys.executable, "-m", "curation.cli", "datasets", "--db", str(db)],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, check=False)
         assert r.returncode == 3
         assert "held for writing" in r.stderr and str(db) in r.stderr and "Traceback" not in r.stderr
     finally:

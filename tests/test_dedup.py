@@ -5,7 +5,6 @@ import random
 import numpy as np
 import polars as pl
 import pytest
-from tests.conftest import DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +19,7 @@ from curation.dedup import (
 )
 from curation.errors import InputError
 from curation.normalize import normalise
+from tests.conftest import DATA
 
 
 def _sets(texts, kind="char", k=5):

@@ -4,23 +4,14 @@ import json
 
 import numpy as np
 import pytest
-from tests.test_training import FAST, LABELS, build_store, wrench_rows
 
 from curation.errors import NotFound
 from curation.settings import Settings
 from curation.store import Store
+from tests.test_training import FAST, LABELS, build_store, wrench_rows
 from training.config import TrainConfig
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The test machine's 2 cores are shared: one torch thread avoids spin-waiting (restored afterwards)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,6 @@ import numpy as np
 import polars as pl
 import pytest
 import typer
-from tests.conftest import DATA
-from tests.helpers import make_dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -26,6 +24,8 @@ from curation.splits import (
     require_clean,
 )
 from curation.store import now
+from tests.conftest import DATA
+from tests.helpers import make_dataset
 
 WRENCH = DATA / "wrench" / "youtube.jsonl"
 

@@ -6,11 +6,11 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-from tests.helpers import make_dataset
 
 from curation.errors import InputError, LeakageError
 from curation.settings import Settings
 from curation.store import Store, now
+from tests.helpers import make_dataset
 from training import metrics
 from training.config import TrainConfig
 from training.data import build_splits, length_grouped_batches, pad
@@ -56,15 +56,7 @@ def build_store(store, name="yt", rows=None, *, gold_train=True, weak=True, leak
     return ids
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The test machine's 2 cores are shared: one torch thread avoids spin-waiting (restored afterwards)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 FAST = {"epochs": 1, "max_length": 64, "lr": 1e-2, "batch_size": 32, "warmup_ratio": 0.0}

@@ -12,6 +12,16 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Lay out, write the PNG (creating its folder), close the figure."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_learning_curve(curves: dict[str, list[tuple[float, float]]], path: str | Path, *, title: str,
                         xlabel: str = "human labels used", ylabel: str = "test accuracy (%)",
                         anchors: dict[str, float] | None = None) -> Path:
@@ -26,12 +36,7 @@ def plot_learning_curve(curves: dict[str, list[tuple[float, float]]], path: str 
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_calibration(reliability: dict[str, list[dict]], path: str | Path, *, title: str = "Calibration") -> Path:
@@ -47,9 +52,4 @@ def plot_calibration(reliability: dict[str, list[dict]], path: str | Path, *, ti
     ax.set(title=title, xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
