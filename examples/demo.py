@@ -56,13 +56,12 @@ class SimulatedAnnotator:
         self.project_id, self.truth = project_id, truth
 
     def label(self, n: int) -> list[dict]:
-        from labeling.studio import StudioNotFound, choice_result
+        from labeling.studio import choice_result
 
         done = []
         for _ in range(n):
-            try:
-                task = self.client.request("GET", f"/api/projects/{self.project_id}/next").json()
-            except StudioNotFound:  # Label Studio's answer when the queue is empty
+            task = self.client.projects.next_task(self.project_id)
+            if task is None:  # the queue is empty
                 break
             record_id = int(task["data"]["record_id"])
             answer = self.truth[record_id]
@@ -167,12 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     from api.app import create_app
     from api.client import ServerClient
     from api.server import ServerThread, free_port
-    from labeling.studio import StudioClient, ensure_project, register_webhook
+    from labeling.studio import StudioClient, ensure_project, project_title, register_webhook
 
     step("9. A Label Studio project for the dataset, its webhooks pointing at our service",
          f"curate studio connect -d {DATASET} --webhook-url http://127.0.0.1:PORT/webhooks/labelstudio")
     port = free_port()
     with StudioClient(ls["url"], ls["token"]) as admin:
+        for old in [p for p in admin.projects.list() if p.get("title") == project_title(DATASET)]:
+            admin.projects.delete(old["id"])  # a fresh store gets a fresh project (reruns start over)
         project = ensure_project(store, DATASET, admin)["project_id"]
         register_webhook(admin, project, f"http://127.0.0.1:{port}/webhooks/labelstudio", secret)
     truth = _truth(store)
@@ -208,9 +209,9 @@ def main(argv: list[str] | None = None) -> int:
             show([{k: v for k, v in rows[-1].items() if k != "reliability"}])
         rounds = rows
 
+    _plots(rounds)
     step("Rounds")
     show(rounds, "per round")
-    _plots(rounds)
     console.rule()
     console.print(f"Label Studio: [bold]{ls['url']}[/]  user [bold]{ls['username']}[/]  password "
                   f"[bold]{ls['password']}[/]  (project '{DATASET}')")

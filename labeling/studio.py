@@ -150,6 +150,9 @@ class Projects(_Resource):
                               f"{len(tasks)} tasks", 0, "POST", f"/api/projects/{project_id}/import")
         return ids
 
+    def delete(self, project_id: int) -> None:
+        self.c.request("DELETE", f"/api/projects/{project_id}/")
+
     def next_task(self, project_id: int) -> dict | None:
         """The task the label stream serves this client's user next (None when nothing is left)."""
         r = self.c.request("GET", f"/api/projects/{project_id}/next", ok404=True)
