@@ -40,8 +40,11 @@ def quiet_third_party() -> None:
     """Entry points (CLI, server, demo) call this: transformers' load reports and peft's deprecation warnings
     are noise to users; our own logging is untouched."""
     import logging
+    import os
     import warnings
 
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers configures its logger
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # per-load weight bars; ours show the real work
     logging.getLogger("transformers").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
