@@ -279,7 +279,8 @@ def _plots(rounds: list[dict]) -> None:
 
     plot_learning_curve({"test": [(r["labels_used"], r["test_acc"]) for r in rounds if r["test_acc"] is not None],
                          "val": [(r["labels_used"], r["val_acc"]) for r in rounds if r["val_acc"] is not None]},
-                        DOCS / "demo_learning_curve.png", title="Demo: accuracy per round (weak labels + annotations)")
+                        DOCS / "demo_learning_curve.png", title="Demo: accuracy per round (weak labels + annotations)",
+                        ylabel="accuracy (%)")
     plot_calibration({f"round {r['round']}": r["reliability"] for r in rounds if r.get("reliability")},
                      DOCS / "demo_calibration.png", title="Demo: calibration on test, per round")
     for r in rounds:
