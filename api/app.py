@@ -36,7 +36,7 @@ from api import schemas as S
 from api.services import Services, ServiceUnavailable, call_with_supported
 from curation import errors as E
 from curation.settings import Settings
-from curation.store import Store
+from curation.store import Store, equals_where
 
 log = logging.getLogger(__name__)
 
@@ -406,14 +406,7 @@ def _routes() -> APIRouter:
     @r.get("/runs", tags=["runs"])
     def list_runs(store: StoreDep, dataset: str | None = None, status: str | None = None, limit: Limit = 50,
                   offset: Offset = 0) -> dict:
-        where, args = [], []
-        if dataset:
-            where.append("dataset = ?")
-            args.append(dataset)
-        if status:
-            where.append("status = ?")
-            args.append(status)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        clause, args = equals_where(dataset=dataset or None, status=status or None)
         total = store.one(f"SELECT count(*) FROM main.runs {clause}", args)
         rows = store.frame(f"SELECT run_id, dataset, snapshot_id, status, metrics, error, started_at, finished_at "
                            f"FROM main.runs {clause} ORDER BY started_at DESC NULLS LAST, run_id "

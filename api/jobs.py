@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from curation.errors import CurateError, InputError, NotFound
-from curation.store import Store, now
+from curation.store import Store, equals_where, now
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +130,7 @@ def list_jobs(store: Store, *, kind: str | None = None, status: str | None = Non
               offset: int = 0) -> tuple[list[dict], int]:
     if status is not None and status not in STATUSES:
         raise InputError(f"status {status!r}: use one of {', '.join(STATUSES)}")
-    where, args = [], []
-    if kind:
-        where.append("kind = ?")
-        args.append(kind)
-    if status:
-        where.append("status = ?")
-        args.append(status)
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    clause, args = equals_where(kind=kind or None, status=status or None)
     total = store.one(f"SELECT count(*) FROM store.jobs{clause}", args)
     rows = store.query(f"{_SELECT}{clause} ORDER BY created_at DESC, job_id LIMIT ? OFFSET ?",
                        [*args, limit, offset])

@@ -165,6 +165,13 @@ class Store:
                        [dataset])
 
 
+def equals_where(**filters: Any) -> tuple[str, list]:
+    """` WHERE a = ? AND b = ?` for the filters that are not None (and their values); '' when none are."""
+    given = {k: v for k, v in filters.items() if v is not None}
+    clause = " WHERE " + " AND ".join(f"{k} = ?" for k in given) if given else ""
+    return clause, list(given.values())
+
+
 def _locked_message(path: Path, detail: str) -> str:
     pid = re.search(r"PID (\d+)", detail)
     who = f"process {pid.group(1)}" if pid else "another process"

@@ -29,6 +29,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 
 from curation.errors import CurateError, InputError, NotFound
 from training.metrics import entropy, least_confidence, margin
@@ -236,9 +237,14 @@ def select(store, run_id: str, strategy: str, n: int, *, seed: int = 0, round: i
     excluded_labeled = np.isin(ids, list(ex["labeled"]))
     excluded_pending = np.isin(ids, list(ex["pending"])) & ~excluded_labeled
     # one task per normalised text: skip texts already labeled or pending, and keep one record per text
-    taken = {h for (h,) in store.query("SELECT DISTINCT input_hash FROM store.records WHERE dataset = ? "
-                                       "AND list_contains(?, record_id)",
-                                       [dataset, [int(x) for x in ex["labeled"] | ex["pending"]]])}
+    cur = store.cursor()
+    try:
+        cur.register("_taken", pl.DataFrame({"record_id": sorted(ex["labeled"] | ex["pending"])},
+                                            schema={"record_id": pl.Int64}))
+        taken = {h for (h,) in cur.execute("SELECT DISTINCT r.input_hash FROM store.records r JOIN _taken "
+                                           "USING (record_id) WHERE r.dataset = ?", [dataset]).fetchall()}
+    finally:
+        cur.close()
     hashes = preds["input_hash"]
     excluded_duplicate = (hashes.is_in(list(taken)).to_numpy() | ~hashes.is_first_distinct().to_numpy()) \
         & ~(excluded_labeled | excluded_pending)
@@ -249,7 +255,7 @@ def select(store, run_id: str, strategy: str, n: int, *, seed: int = 0, round: i
     check_size(counts["available"], n, f" (run {run_id} scored {counts['scored']} records of {dataset!r}: "
                f"{counts['labeled']} labeled, {counts['pending']} pending; score more records, label the "
                f"pending ones, or ask for fewer)")
-    sub = preds.filter(pl_mask(keep))
+    sub = preds.filter(pl.Series(keep))
     emb = sub["embedding"].to_list()
     embeddings = np.asarray(emb, dtype=np.float32) if emb and all(e is not None for e in emb) else None
     pool = Pool(sub["record_id"].to_numpy(), np.asarray(sub["probs"].to_list(), dtype=np.float64), embeddings)
@@ -268,8 +274,3 @@ def select(store, run_id: str, strategy: str, n: int, *, seed: int = 0, round: i
             "record_ids": [int(x) for x in chosen], "scores": [float(s) for s in scores],
             "params": json.loads(json.dumps(params or {}))}
 
-
-def pl_mask(mask: np.ndarray):
-    import polars as pl
-
-    return pl.Series(mask)
