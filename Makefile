@@ -42,7 +42,7 @@ experiments: install
 	$(BIN)/python -m experiments.active_learning
 
 lint: install
-	$(BIN)/ruff check curation labeling training api benchmarks tests examples
+	$(BIN)/ruff check curation labeling training api cli benchmarks tests examples
 
 clean:
 	rm -rf .demo .bench .pytest_cache .hypothesis

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
 
-    from curation.cli_common import quiet_third_party
+    from cli.common import quiet_third_party
     from curation.ingest import FieldMap, ingest
     from curation.labels import import_labels
     from curation.settings import Settings

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from curation.cli_common import quiet_third_party
+from cli.common import quiet_third_party
 from curation.ingest import FieldMap, ingest
 from curation.settings import Settings
 from curation.splits import make_split

@@ -439,8 +439,8 @@ def test_ingest_upload_with_the_real_ingest(client, tmp_path):
 def test_serve_refuses_a_public_address_without_a_key(tmp_path):
     from typer.testing import CliRunner
 
-    from api.cli import is_loopback
-    from curation.cli import app
+    from cli.service import is_loopback
+    from cli import app
 
     r = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--db", str(tmp_path / "x.duckdb")])
     assert r.exit_code == 2 and "CURATE_API_KEY" in r.stderr and "Traceback" not in r.output
@@ -481,7 +481,7 @@ def test_server_client_requests_a_round_and_follows_the_job(client, store, fake)
 def test_cli_jobs_and_round_config_on_the_file(tmp_path):
     from typer.testing import CliRunner
 
-    from curation.cli import app
+    from cli import app
     from curation.settings import Settings
     from curation.store import Store
 

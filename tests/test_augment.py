@@ -151,7 +151,7 @@ def test_augment_needs_a_split(store):
 
 
 def test_cli_augment(split_store):
-    from curation import cli_splits
+    from cli import splits as cli_splits
 
     app = typer.Typer()
 

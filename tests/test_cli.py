@@ -4,7 +4,7 @@ import sys
 
 from typer.testing import CliRunner
 
-from curation.cli import app
+from cli import app
 from tests.conftest import DATA
 
 runner = CliRunner()
@@ -65,7 +65,7 @@ def test_locked_store_is_reported_plainly(tmp_path):
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ready"
-        r = subprocess.run([sys.executable, "-m", "curation.cli", "datasets", "--db", str(db)],
+        r = subprocess.run([sys.executable, "-m", "cli", "datasets", "--db", str(db)],
                            capture_output=True, text=True, check=False)
         assert r.returncode == 3
         assert "held for writing" in r.stderr and str(db) in r.stderr and "Traceback" not in r.stderr

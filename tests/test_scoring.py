@@ -114,7 +114,7 @@ def test_cli_train_score_select_json(tmp_path):
     """The CLI contract: each command prints exactly one JSON object with the documented keys."""
     from typer.testing import CliRunner
 
-    from curation.cli import app
+    from cli import app
 
     db = tmp_path / "c.duckdb"
     with Store.open(Settings(db=db)) as store:

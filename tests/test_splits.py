@@ -245,7 +245,7 @@ def test_no_split_yet(store):
 # -- CLI ------------------------------------------------------------------------------------------------
 @pytest.fixture
 def cli():
-    from curation import cli_splits
+    from cli import splits as cli_splits
 
     app = typer.Typer()
 

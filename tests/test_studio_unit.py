@@ -421,10 +421,10 @@ def test_server_env_scrubs_fallbacks_and_keeps_files_inside(tmp_path, monkeypatc
 def test_cli_push_and_connect_print_one_json_object(tmp_path, fake, monkeypatch):
     from typer.testing import CliRunner
 
-    from curation.cli import app
+    from cli import app
     from curation.settings import Settings
     from curation.store import Store
-    from labeling import cli_studio
+    from cli import studio as cli_studio
 
     db = tmp_path / "c.duckdb"
     with Store.open(Settings(db=db)) as s:

@@ -155,7 +155,7 @@ def test_label_without_votes_and_report(store, tmp_path):
 
 
 def test_cli_json(tmp_path):
-    from curation.cli import app
+    from cli import app
 
     db = tmp_path / "c.duckdb"
     run = CliRunner().invoke

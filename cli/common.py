@@ -1,6 +1,6 @@
 """What every CLI command shares: the store option, JSON/table output, progress bars, error handling.
 
-Command modules expose `register(app: typer.Typer)`; `curation.cli` lists them.
+Command modules expose `register(app: typer.Typer)`; `cli` lists them.
 """
 
 import contextlib

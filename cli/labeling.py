@@ -6,7 +6,7 @@ from typing import Annotated
 import polars as pl
 import typer
 
-from curation.cli_common import (
+from cli.common import (
     DbOption,
     JsonOption,
     emit,

@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from curation.cli_common import (
+from cli.common import (
     DbOption,
     JsonOption,
     emit,

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from curation.cli_common import DbOption, JsonOption, emit, handle_errors, open_store, progress_bar, settings
+from cli.common import DbOption, JsonOption, emit, handle_errors, open_store, progress_bar, settings
 from curation.errors import InputError
 
 UrlOption = Annotated[str | None, typer.Option("--ls-url", envvar="CURATE_LS_URL",

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from curation.cli_common import (
+from cli.common import (
     DbOption,
     JsonOption,
     ServerOption,
@@ -128,7 +128,7 @@ def _local_round(dataset: str, db: Any, wait: bool, as_json: bool) -> tuple[dict
     from api import jobs as jobs_mod
     from api import rounds as rounds_mod
     from api.services import Services
-    from curation.cli_common import open_store
+    from cli.common import open_store
 
     if not wait:
         raise InputError("--no-wait needs a server (--server or CURATE_SERVER_URL): without one the round runs "
@@ -176,7 +176,7 @@ def round_config(
 
     from api import rounds as rounds_mod
     from api.client import server_client
-    from curation.cli_common import open_store
+    from cli.common import open_store
 
     train_options = None
     if train is not None:
@@ -219,7 +219,7 @@ def jobs(
     """List jobs, show one, or retry a failed one (retry needs the server, which runs jobs)."""
     from api import jobs as jobs_mod
     from api.client import server_client
-    from curation.cli_common import open_store
+    from cli.common import open_store
 
     if retry and job_id is None:
         raise InputError("--retry needs a JOB_ID")

@@ -1,0 +1,24 @@
+"""`curate`: the command line. One package at the end of the data flow; each module registers one command group."""
+
+import typer
+
+from cli import labeling, service, splits, store, studio, training
+
+app = typer.Typer(
+    name="curate",
+    help="Curate datasets: ingest, query, weak-label, split, augment, train, select, and loop with Label Studio.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+COMMAND_GROUPS = (store, splits, labeling, studio, training, service)
+for _group in COMMAND_GROUPS:
+    _group.register(app)
+
+
+def main() -> None:
+    from cli.common import quiet_third_party
+
+    quiet_third_party()
+    app()
