@@ -31,7 +31,6 @@ import datetime as dt
 import hmac
 import json
 import logging
-import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Self
@@ -43,6 +42,7 @@ import pyarrow as pa
 
 from curation.errors import CurateError, InputError, NotFound
 from curation.store import Store, now
+from labeling.uncertainty import UNCERTAINTY, uncertainty
 
 log = logging.getLogger(__name__)
 
@@ -367,42 +367,6 @@ def result_label(result: Any) -> str | None:
             if choices:
                 return str(choices[0])
     return None
-
-
-def _least_confidence(p: np.ndarray) -> np.ndarray:
-    return 1.0 - p.max(axis=1)        # 1 - u is the confidence: the pre-annotation's score orders the stream
-
-
-def _margin(p: np.ndarray) -> np.ndarray:
-    if p.shape[1] < 2:
-        return np.zeros(len(p))
-    top = np.sort(p, axis=1)[:, -2:]
-    return 1.0 - (top[:, 1] - top[:, 0])
-
-
-def _entropy(p: np.ndarray) -> np.ndarray:
-    k = p.shape[1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        h = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
-    return h / math.log(k) if k > 1 else np.zeros(len(p))
-
-
-UNCERTAINTY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "least_confidence": _least_confidence,
-    "margin": _margin,
-    "entropy": _entropy,
-}
-
-
-def uncertainty(probs: np.ndarray, kind: str = "least_confidence") -> np.ndarray:
-    """Uncertainty per row of class probabilities, 0 for one-hot; margin and entropy are 1 for uniform rows,
-    least confidence is 1 - max p (at most 1 - 1/k), so that 1 - uncertainty is the confidence."""
-    if kind not in UNCERTAINTY:
-        raise InputError(f"unknown uncertainty {kind!r}; valid: {', '.join(UNCERTAINTY)}")
-    p = np.asarray(probs, dtype=float)
-    if p.ndim != 2 or len(p) == 0:
-        return np.zeros(len(p))
-    return np.clip(UNCERTAINTY[kind](p), 0.0, 1.0)
 
 
 def task_payload(text: str, record_id: int, input_hash: str, *, run_id: str | None = None,
