@@ -1,9 +1,12 @@
-"""Pure evaluation and uncertainty measures over arrays (numpy in, numbers/arrays out).
+"""Pure evaluation measures over arrays (numpy in, numbers/arrays out).
 
 `y` are class indexes (int, shape (n,)), `probs` are predicted probabilities (float, shape (n, k)).
 """
 
 import numpy as np
+
+# the uncertainty measures have one definition, in labeling.uncertainty; re-exported for `metrics.margin(...)`
+from labeling.uncertainty import entropy, least_confidence, margin  # noqa: F401
 
 
 def accuracy(y: np.ndarray, pred: np.ndarray) -> float:
@@ -81,25 +84,3 @@ def evaluate(y: np.ndarray, probs: np.ndarray, labels: list[str], bins: int = 15
         "confusion": confusion(y, pred, k).tolist(),
         "reliability": reliability(y, probs, bins),
     }
-
-
-# -- uncertainty ------------------------------------------------------------------------------------------
-def least_confidence(probs: np.ndarray) -> np.ndarray:
-    """1 − max p: 0 when certain, (k−1)/k at the uniform distribution. Higher = more uncertain."""
-    return 1.0 - np.asarray(probs, dtype=float).max(1)
-
-
-def margin(probs: np.ndarray) -> np.ndarray:
-    """p(top-1) − p(top-2): 1 when certain, 0 at a tie. LOWER = more uncertain."""
-    p = np.asarray(probs, dtype=float)
-    if p.shape[1] < 2:
-        return np.ones(len(p))
-    top2 = np.partition(p, -2, axis=1)[:, -2:]
-    return top2[:, 1] - top2[:, 0]
-
-
-def entropy(probs: np.ndarray) -> np.ndarray:
-    """−Σ p log p in nats: 0 when certain, log k at the uniform distribution. Higher = more uncertain."""
-    p = np.asarray(probs, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return -np.where(p > 0, p * np.log(p), 0.0).sum(1)

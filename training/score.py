@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from curation.errors import CurateError, InputError, NotFound
-from training import metrics
+from labeling.uncertainty import measures
 from training.data import length_grouped_batches, pad
 
 log = logging.getLogger(__name__)
@@ -86,11 +86,6 @@ def forward_batches(model, input_ids: list[list[int]], *, pad_id: int, batch_siz
     if probs is None:
         probs = np.zeros((0, 0), dtype=np.float32)
     return probs, embs
-
-
-def uncertainty(probs: np.ndarray) -> dict[str, np.ndarray]:
-    return {"least_confidence": metrics.least_confidence(probs), "margin": metrics.margin(probs),
-            "entropy": metrics.entropy(probs)}
 
 
 @dataclass
@@ -199,7 +194,7 @@ def score(store, run_id: str, dataset: str | None = None, include_labeled: bool 
     else:  # nothing unlabeled left: an empty scoring, not an error
         probs, embs = np.zeros((0, len(loaded.labels)), dtype=np.float32), np.zeros((0, 1), dtype=np.float32)
     seconds = time.perf_counter() - t0
-    unc = uncertainty(probs)
+    unc = measures(probs)
     pred = probs.argmax(1)
     frame = pl.DataFrame({
         "record_id": pool["record_id"],
