@@ -222,3 +222,20 @@ def test_sigkill_mid_ingest_leaves_store_as_before(tmp_path):
         assert store.query("SELECT dataset, count(*) FROM store.records GROUP BY 1") == before
         assert store.query("SELECT name FROM store.datasets") == [("before",)]
         assert store.one("SELECT count(*) FROM store.ingests") == 1
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_stored_input_hash_is_pinned(store, tmp_path, fmt):
+    from tests.test_normalize import PINNED
+
+    texts = [t for t, _ in PINNED]
+    frame = pl.DataFrame({"id": [str(i) for i in range(len(texts))], "text": texts, "label": ["ham"] * len(texts)})
+    path = tmp_path / f"in.{fmt}"
+    {"csv": frame.write_csv, "jsonl": frame.write_ndjson, "parquet": frame.write_parquet}[fmt](path)
+    r = ingest(store, path, "p", fields=F, labels=LABELS)
+    blank = {i for i, t in enumerate(texts) if not t.strip()}  # "" and "   "
+    assert r.accepted == len(texts) - len(blank)
+    got = dict(store.query("SELECT source_id::INT, input_hash FROM store.records"))
+    assert got == {i: h for i, (_, h) in enumerate(PINNED) if i not in blank}
+    assert dict(store.query("SELECT source_id::INT, text FROM store.records")) == {
+        i: t for i, t in enumerate(texts) if i not in blank}
