@@ -22,7 +22,6 @@ the server was down are reconciled by the round's first step (`pull_annotations`
 import json
 import logging
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from typing import Any
 
 from api.jobs import JobContext, JobRunner, job_kind, retry_hook
 from api.services import Services, call_with_supported
-from curation.errors import CurateError, InputError
+from curation.errors import InputError
 from curation.store import Store, now
 
 log = logging.getLogger(__name__)
@@ -269,16 +268,15 @@ def run_round(ctx: JobContext) -> dict:
 
 def _select(sv: Services, store: Store, run_id: str, cfg: dict, number: int) -> dict | None:
     """Select `round_size` records; near the end of the pool, as many as are left (None: none left)."""
+    from labeling.active import PoolExhausted
+
     n = cfg["round_size"]
     for _ in range(2):
         try:
             return call_with_supported(sv.select, store, run_id, cfg["round_strategy"], n,
                                        seed=cfg["round_seed"] + number, round=number)
-        except CurateError as e:
-            left = re.search(r"(\d+) available / (\d+) requested", str(e))
-            if type(e).__name__ != "PoolExhausted" or left is None:
-                raise
-            n = int(left.group(1))
+        except PoolExhausted as e:
+            n = e.available
             if n == 0:
                 return None
             log.info("round %d: pool has %d selectable records (< round_size %d)", number, n, cfg["round_size"])

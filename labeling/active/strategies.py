@@ -1,0 +1,195 @@
+"""Active-learning strategies: the pure core, arrays in and record ids out.
+
+Strategies live in a registry behind one small interface. A strategy sees the pool (candidate record ids,
+their predicted probabilities and embeddings, all aligned) and `n`, and returns `n` distinct ids from the pool,
+most informative first. The one abstract method is `score` (higher = more informative); the default `query`
+takes the top `n` by score, ties broken by record id, so results are deterministic for a seed. A strategy that
+picks a batch jointly (diversity) overrides `query`.
+
+    @register("margin")
+    class Margin(Strategy):
+        def score(self, pool, rng): return 1 - margin(pool.probs)
+
+Exclusion happens before a strategy runs (the edge, `labeling.active.selection`, hands it only selectable ids),
+and `query` also takes an `exclude` set so a pure caller gets the same guarantee.
+"""
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from curation.errors import CurateError, InputError
+from labeling.uncertainty import entropy, least_confidence, margin
+
+
+class PoolExhausted(CurateError):
+    """Fewer selectable records than requested: `available` of `requested`, named in the message."""
+
+    exit_code = 2
+
+    def __init__(self, available: int, requested: int, detail: str = ""):
+        self.available = available
+        self.requested = requested
+        self.detail = detail
+        super().__init__(f"Pool exhausted: {available} available / {requested} requested{detail}")
+
+    def __reduce__(self):
+        return type(self), (self.available, self.requested, self.detail)
+
+
+class UnknownStrategy(InputError):
+    pass
+
+
+@dataclass
+class Pool:
+    """Candidates, aligned: `ids` (n,), `probs` (n, k), `embeddings` (n, d) or None."""
+
+    ids: np.ndarray
+    probs: np.ndarray
+    embeddings: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.ids = np.asarray(self.ids, dtype=np.int64)
+        self.probs = np.asarray(self.probs, dtype=np.float64)
+        if self.probs.ndim != 2 or len(self.probs) != len(self.ids):
+            raise InputError(f"pool: probs has shape {self.probs.shape}; expected ({len(self.ids)}, k)")
+        if self.embeddings is not None:
+            self.embeddings = np.asarray(self.embeddings, dtype=np.float32)
+            if self.embeddings.ndim != 2 or len(self.embeddings) != len(self.ids):
+                raise InputError(f"pool: embeddings has shape {self.embeddings.shape}; "
+                                 f"expected ({len(self.ids)}, d)")
+        if len(np.unique(self.ids)) != len(self.ids):
+            raise InputError("pool ids must be distinct")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def without(self, exclude) -> "Pool":
+        if exclude is None or len(exclude) == 0:
+            return self
+        keep = ~np.isin(self.ids, np.fromiter(exclude, dtype=np.int64) if not isinstance(exclude, np.ndarray)
+                        else exclude.astype(np.int64))
+        return Pool(self.ids[keep], self.probs[keep], None if self.embeddings is None else self.embeddings[keep])
+
+
+def top_n(scores: np.ndarray, ids: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the `n` highest scores, ties broken by smaller id (deterministic)."""
+    order = np.lexsort((ids, -scores))
+    return order[:n]
+
+
+class Strategy(ABC):
+    """One abstract method: `score(pool, rng)` → informativeness per pool row (higher first)."""
+
+    name: str = ""
+
+    @abstractmethod
+    def score(self, pool: Pool, rng: np.random.Generator) -> np.ndarray: ...
+
+    def query(self, pool: Pool, n: int, *, exclude=None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """→ (ids, scores): `n` distinct ids from `pool` not in `exclude`, most informative first.
+        Raises PoolExhausted when fewer than `n` are available."""
+        pool = pool.without(exclude)
+        check_size(len(pool), n)
+        rng = np.random.default_rng(seed)
+        s = np.asarray(self.score(pool, rng), dtype=np.float64)
+        pick = self.pick(pool, s, n, rng)
+        return pool.ids[pick], s[pick]
+
+    def pick(self, pool: Pool, scores: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+        return top_n(scores, pool.ids, n)
+
+
+def check_size(available: int, n: int, detail: str = "") -> None:
+    if n < 1:
+        raise InputError(f"--n {n}: ask for at least 1 record")
+    if available < n:
+        raise PoolExhausted(available, n, detail)
+
+
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register(name: str):
+    def deco(cls: type[Strategy]) -> type[Strategy]:
+        cls.name = name
+        STRATEGIES[name] = cls
+        return cls
+
+    return deco
+
+
+def get_strategy(name: str, **params) -> Strategy:
+    if name not in STRATEGIES:
+        raise UnknownStrategy(f"unknown strategy {name!r}; valid: {', '.join(sorted(STRATEGIES))}")
+    return STRATEGIES[name](**params)
+
+
+@register("random")
+class RandomStrategy(Strategy):
+    """Uniform sample (seeded): the baseline every strategy must beat."""
+
+    def score(self, pool, rng):
+        return rng.random(len(pool))
+
+
+@register("least_confidence")
+class LeastConfidence(Strategy):
+    """1 − max p."""
+
+    def score(self, pool, rng):
+        return least_confidence(pool.probs)
+
+
+@register("margin")
+class Margin(Strategy):
+    """1 − (p1 − p2): smallest margin between the two most likely labels first."""
+
+    def score(self, pool, rng):
+        return 1.0 - margin(pool.probs)
+
+
+@register("entropy")
+class Entropy(Strategy):
+    """Predictive entropy (nats)."""
+
+    def score(self, pool, rng):
+        return entropy(pool.probs)
+
+
+def k_center_greedy(emb: np.ndarray, n: int, first: int = 0) -> np.ndarray:
+    """Greedy k-center (Sener & Savarese 2018): start at `first`, then repeatedly add the point farthest (cosine
+    distance on L2-normalised rows) from everything chosen. Returns `n` distinct positions in pick order."""
+    e = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    chosen = [first]
+    dist = 1.0 - e @ e[first]
+    dist[first] = -np.inf
+    for _ in range(n - 1):
+        nxt = int(np.argmax(dist))
+        chosen.append(nxt)
+        dist = np.minimum(dist, 1.0 - e @ e[nxt])
+        dist[chosen] = -np.inf
+    return np.asarray(chosen, dtype=np.int64)
+
+
+@register("diverse_margin")
+class DiverseMargin(Strategy):
+    """Uncertain and diverse: take the `candidates` × n smallest-margin records, then k-center greedy over their
+    embeddings (starting from the most uncertain), so a batch is not 50 near copies. Without embeddings it is
+    plain margin."""
+
+    def __init__(self, candidates: int = 10):
+        if candidates < 1:
+            raise InputError(f"diverse_margin: candidates={candidates}; use ≥ 1")
+        self.candidates = candidates
+
+    def score(self, pool, rng):
+        return 1.0 - margin(pool.probs)
+
+    def pick(self, pool, scores, n, rng):
+        top = top_n(scores, pool.ids, min(len(pool), self.candidates * n))
+        if pool.embeddings is None or len(top) <= n:
+            return top[:n]
+        return top[k_center_greedy(pool.embeddings[top], n, first=0)]
