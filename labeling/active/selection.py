@@ -1,0 +1,97 @@
+"""Active learning at the DuckDB edge: read a run's predictions, choose with a strategy, store the selection.
+
+`select(store, run_id, strategy, n, *, seed, round)` reads the run's predictions and writes one selection
+(round, record, strategy, score, rank) to `store.selections`. Never selected:
+- labeled: records with a gold label (imported or annotation);
+- pending: records already pushed to Label Studio (`store.ls_tasks`) or chosen by an earlier selection of the
+  dataset, and not labeled yet — a selection reserves its records until they are labeled, so two rounds never
+  hand annotators the same record (`reselect=True` releases earlier selections that were never pushed);
+- augmented copies (origin `augment`), and rows quarantined at ingest (they never become records).
+"""
+
+import json
+import logging
+import secrets
+
+import numpy as np
+import polars as pl
+
+from curation.errors import NotFound
+from labeling.active.strategies import Pool, check_size, get_strategy
+
+log = logging.getLogger(__name__)
+
+
+def exclusions(store, dataset: str, *, reselect: bool = False) -> dict[str, set[int]]:
+    """Record ids of `dataset` that must not be selected, by reason (a record counts under the first)."""
+    labeled = {r[0] for r in store.query(
+        "SELECT g.record_id FROM store.gold_labels g JOIN store.records r USING (record_id) WHERE r.dataset = ?",
+        [dataset])}
+    pushed = {r[0] for r in store.query(
+        "SELECT t.record_id FROM store.ls_tasks t JOIN store.records r USING (record_id) WHERE r.dataset = ?",
+        [dataset])}
+    selected = set() if reselect else {r[0] for r in store.query(
+        "SELECT DISTINCT record_id FROM store.selections WHERE dataset = ?", [dataset])}
+    pending = (pushed | selected) - labeled
+    return {"labeled": labeled, "pending": pending}
+
+
+def select(store, run_id: str, strategy: str, n: int, *, seed: int = 0, round: int | None = None,
+           reselect: bool = False, params: dict | None = None) -> dict:
+    """Choose `n` records of the run's dataset with `strategy` over the run's predictions; store the selection.
+    Returns {selection_id, round, strategy, n, ids, scores, pool counts}."""
+    from curation.store import now
+
+    strat = get_strategy(strategy, **(params or {}))
+    rows = store.query("SELECT dataset, status FROM store.runs WHERE run_id = ?", [run_id])
+    if not rows:
+        raise NotFound(f"no run {run_id!r}; see `SELECT run_id, status FROM runs`")
+    dataset = rows[0][0]
+    preds = store.frame(
+        "SELECT p.record_id, r.input_hash, p.probs, p.embedding FROM store.predictions p "
+        "JOIN store.records r USING (record_id) "
+        "WHERE p.run_id = ? AND r.dataset = ? AND r.origin = 'ingest' ORDER BY p.record_id", [run_id, dataset])
+    if preds.height == 0:
+        raise NotFound(f"run {run_id} has no predictions for {dataset!r}; run `curate score --run {run_id}` first")
+    ex = exclusions(store, dataset, reselect=reselect)
+    ids = preds["record_id"].to_numpy()
+    excluded_labeled = np.isin(ids, list(ex["labeled"]))
+    excluded_pending = np.isin(ids, list(ex["pending"])) & ~excluded_labeled
+    # one task per normalised text: skip texts already labeled or pending, and keep one record per text
+    cur = store.cursor()
+    try:
+        cur.register("_taken", pl.DataFrame({"record_id": sorted(ex["labeled"] | ex["pending"])},
+                                            schema={"record_id": pl.Int64}))
+        taken = {h for (h,) in cur.execute("SELECT DISTINCT r.input_hash FROM store.records r JOIN _taken "
+                                           "USING (record_id) WHERE r.dataset = ?", [dataset]).fetchall()}
+    finally:
+        cur.close()
+    hashes = preds["input_hash"]
+    excluded_duplicate = (hashes.is_in(list(taken)).to_numpy() | ~hashes.is_first_distinct().to_numpy()) \
+        & ~(excluded_labeled | excluded_pending)
+    keep = ~(excluded_labeled | excluded_pending | excluded_duplicate)
+    counts = {"scored": preds.height, "labeled": int(excluded_labeled.sum()),
+              "pending": int(excluded_pending.sum()), "duplicate_text": int(excluded_duplicate.sum()),
+              "available": int(keep.sum())}
+    check_size(counts["available"], n, f" (run {run_id} scored {counts['scored']} records of {dataset!r}: "
+               f"{counts['labeled']} labeled, {counts['pending']} pending; score more records, label the "
+               f"pending ones, or ask for fewer)")
+    sub = preds.filter(pl.Series(keep))
+    emb = sub["embedding"].to_list()
+    embeddings = np.asarray(emb, dtype=np.float32) if emb and all(e is not None for e in emb) else None
+    pool = Pool(sub["record_id"].to_numpy(), np.asarray(sub["probs"].to_list(), dtype=np.float64), embeddings)
+    chosen, scores = strat.query(pool, n, seed=seed)
+    if round is None:
+        round = (store.one("SELECT max(round) FROM store.selections WHERE dataset = ?", [dataset]) or 0) + 1
+    selection_id = f"sel-{dataset}-r{round}-{secrets.token_hex(3)}"
+    created = now()
+    with store.transaction() as cur:
+        cur.executemany("INSERT INTO store.selections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [[selection_id, dataset, round, run_id, int(rid), strategy, float(s), rank, created]
+                         for rank, (rid, s) in enumerate(zip(chosen, scores), start=1)])
+    log.info("selection %s: %d records of %s by %s", selection_id, len(chosen), dataset, strategy)
+    return {"selection_id": selection_id, "dataset": dataset, "round": round, "run_id": run_id,
+            "strategy": strategy, "seed": seed, "n": len(chosen), "pool": counts,
+            "record_ids": [int(x) for x in chosen], "scores": [float(s) for s in scores],
+            "params": json.loads(json.dumps(params or {}))}
+
