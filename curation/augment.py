@@ -265,10 +265,9 @@ def augment(store: Store, dataset: str, per_record: int, augmenters: str | Seque
     copies, counts = augment_texts(parents["text"].to_list(), per_record, specs, seed,
                                    keys=parents["record_id"].to_list(), progress=progress)
     copies = copies.with_columns(hash_texts(copies["text"]).alias("input_hash"),
-                                 pl.Series("parent_id", parents["record_id"].to_numpy()[copies["parent"]]),
-                                 pl.Series("group", parents["group"].to_numpy()[copies["parent"]],
-                                           dtype=pl.String),
-                                 pl.Series("component", parents["component"].to_numpy()[copies["parent"]]))
+                                 parents["record_id"].gather(copies["parent"]).alias("parent_id"),
+                                 parents["group"].cast(pl.String).gather(copies["parent"]).alias("group"),
+                                 parents["component"].gather(copies["parent"]).alias("component"))
     with store.transaction() as cur:
         cur.register("aug_copies", copies.select("input_hash"))
         existing = {r[0] for r in cur.execute(

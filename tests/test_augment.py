@@ -170,3 +170,17 @@ def test_cli_augment(split_store):
     assert set(res["by_augmenter"]) <= {"keyboard", "word_swap"}
     r = CliRunner().invoke(app, ["augment", "--dataset", "yt", "--augmenters", "nope", "--db", db])
     assert r.exit_code == InputError.exit_code and "valid: keyboard" in r.output
+
+
+def test_augment_keeps_missing_groups_missing(store):
+    # a dataset where only some records have a group: the copies' groups were an object array before
+    df = pl.read_ndjson(DATA / "wrench" / "youtube.jsonl").head(200)
+    make_dataset(store, "mixed", df["text"].to_list(), labels=[["ham", "spam"][x] for x in df["label"]],
+                 groups=[f"g{i % 20}" if i % 3 else None for i in range(df.height)])
+    make_split(store, "mixed", "0.8,0.1,0.1", seed=1)
+    res = augment(store, "mixed", 1, "keyboard", seed=3)
+    assert res["inserted"] > 0
+    rows = store.frame("SELECT r.\"group\", p.\"group\" AS parent_group FROM store.records r "
+                       "JOIN store.records p ON p.record_id = r.parent_id WHERE r.dataset = 'mixed'")
+    assert rows.filter(pl.col("parent_group").is_null())["group"].is_null().all()
+    assert rows.drop_nulls()["group"].equals(rows.drop_nulls()["parent_group"])
