@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 labelstudio: $(LS_STAMP)
 
 $(LS_STAMP): $(STAMP)
-	$(BIN)/python -m labeling.ls_server install
+	$(BIN)/python -m labeling.studio.server install
 	touch $(LS_STAMP)
 
 test: install labelstudio

@@ -30,8 +30,8 @@ from benchmarks.common import ROOT, youtube
 from curation.normalize import input_hash
 from curation.settings import Settings
 from curation.store import Store, now
-from labeling import ls_server
 from labeling import studio as ls
+from labeling.studio import server as ls_server
 
 
 def _store_with_selection(store: Store, n: int, seed: int) -> tuple[str, str, str]:
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
                     rows = store.query("SELECT t.task_id, p.probs, p.label FROM store.ls_tasks t JOIN "
                                        "store.predictions p ON p.run_id = ? AND p.record_id = t.record_id "
                                        "WHERE t.project_id = ?", [run2, out["project_id"]])
-                    scores = ls._scores([r[1] for r in rows], "least_confidence")
+                    scores = ls.ordering_scores([r[1] for r in rows], "least_confidence")
                     same = [{"task": r[0], "model_version": f"{run2}-raw", "score": round(sc, 6),
                              "result": ls.choice_result(r[2])} for r, sc in zip(rows, scores)]
                     for step in (("ours", "raw") if rep % 2 == 0 else ("raw", "ours")):

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from curation.settings import Settings
     from curation.sql import run_sql
     from curation.store import Store
-    from labeling import ls_server
+    from labeling.studio import server as ls_server
 
     quiet_third_party()
     shutil.rmtree(args.workdir, ignore_errors=True)
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     db = args.workdir / "curate.duckdb"
     secret, api_key = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
 
-    step("1. Label Studio (its own venv, 127.0.0.1)", "python -m labeling.ls_server start")
+    step("1. Label Studio (its own venv, 127.0.0.1)", "python -m labeling.studio.server start")
     ls_root = ROOT / ".labelstudio"
     ls_server.install(ls_root)
     info = ls_server.start_background(ls_root)
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"Label Studio: [bold]{ls['url']}[/]  user [bold]{ls['username']}[/]  password "
                   f"[bold]{ls['password']}[/]  (project '{DATASET}')")
     console.print("It keeps running: look at the tasks, predictions and annotations. Stop it with "
-                  "`.venv/bin/python -m labeling.ls_server stop`.")
+                  "`.venv/bin/python -m labeling.studio.server stop`.")
     console.print(f"Store: {db} (try `.venv/bin/curate sql \"SELECT * FROM rounds\" --db {db}`). Plots in docs/. "
                   f"Demo took {time.perf_counter() - t0:.0f} s.")
     return 0

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from curation.errors import InputError, NotFound
 from curation.store import now
-from labeling import ls_server
 from labeling import studio as ls
+from labeling.studio import server as ls_server
 from tests.helpers import make_dataset
 
 TOKEN = "0123456789abcdef0123456789abcdef01234567"
@@ -422,9 +422,9 @@ def test_cli_push_and_connect_print_one_json_object(tmp_path, fake, monkeypatch)
     from typer.testing import CliRunner
 
     from cli import app
+    from cli import studio as cli_studio
     from curation.settings import Settings
     from curation.store import Store
-    from cli import studio as cli_studio
 
     db = tmp_path / "c.duckdb"
     with Store.open(Settings(db=db)) as s:

@@ -25,7 +25,7 @@ def labelstudio():
     """A running Label Studio: `.url`, `.token`, `.username`, `.password`, `.port`."""
     if os.environ.get("CURATE_SKIP_LABELSTUDIO") == "1":
         pytest.skip("CURATE_SKIP_LABELSTUDIO=1: the real Label Studio server tests are skipped")
-    from labeling import ls_server
+    from labeling.studio import server as ls_server
 
     root = ROOT / ".labelstudio"
     ls_server.install(root)

@@ -10,7 +10,7 @@ Label Studio (`label-studio==1.23.2`) pins Django, pyarrow<25, pytz 2022 and ope
     <root>/instances/<name>/      data dirs started from a copy of the template (~2.5 s instead of ~25 s)
     <root>/xdg/                   XDG_CONFIG_HOME / XDG_DATA_HOME of the server
     <root>/logs/<name>.log        the server's output
-    <root>/server.json            the background server `python -m labeling.ls_server start` left running
+    <root>/server.json            the background server `python -m labeling.studio.server start` left running
 
 Facts this module works around (measured, see DESIGN.md §4): `label-studio --version` starts a server (the
 version is read from package metadata instead); `--host` is only the public URL, the bind address is
@@ -21,7 +21,7 @@ guards off; bare `USERNAME`, `PASSWORD`, `DEBUG`, `CI` variables are read as fal
 
 Command line (used by the Makefile, CI and the demo):
 
-    python -m labeling.ls_server install|start|stop|status [--root .labelstudio] [--port N] [--json]
+    python -m labeling.studio.server install|start|stop|status [--root .labelstudio] [--port N] [--json]
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def install(root: str | Path = DEFAULT_ROOT, *, version: str = LS_VERSION, pytho
         got = installed_version(root)
         if got != version:
             raise ServerError(f"{venv}: label-studio {got or 'missing'} after installing {version}; "
-                              f"remove {venv} and run `python -m labeling.ls_server install` again")
+                              f"remove {venv} and run `python -m labeling.studio.server install` again")
     return {"venv": str(venv), "version": version, "installed": True, "seconds": round(time.monotonic() - t0, 1)}
 
 
@@ -179,7 +179,7 @@ def _lock(root: Path) -> Iterator[None]:
 def credentials(root: str | Path = DEFAULT_ROOT) -> Credentials:
     path = Path(root) / "credentials.json"
     if not path.exists():
-        raise ServerError(f"{path} is missing: run `python -m labeling.ls_server start` once to create the "
+        raise ServerError(f"{path} is missing: run `python -m labeling.studio.server start` once to create the "
                           f"server's user and token")
     return Credentials(**json.loads(path.read_text()))
 
@@ -228,7 +228,7 @@ def start(root: str | Path = DEFAULT_ROOT, port: int | None = None, *, data_dir:
     if install_if_missing:
         install(root)
     elif installed_version(root) is None:
-        raise ServerError(f"no Label Studio in {root / 'venv'}: run `python -m labeling.ls_server install`")
+        raise ServerError(f"no Label Studio in {root / 'venv'}: run `python -m labeling.studio.server install`")
     template = ensure_template(root, timeout=timeout)
     creds = credentials(root)
     ephemeral = data_dir is None and fresh
@@ -442,7 +442,7 @@ def stop_background(root: str | Path = DEFAULT_ROOT) -> dict:
     root = Path(root).resolve()
     state = _state_file(root)
     if not state.exists():
-        return {"stopped": False, "reason": "no server.json: nothing started by `ls_server start`"}
+        return {"stopped": False, "reason": "no server.json: nothing started by `labeling.studio.server start`"}
     s = json.loads(state.read_text())
     was_alive = _pid_alive(s["pid"]) and _is_our_server(s["pid"], s["data_dir"])
     if was_alive:
@@ -452,7 +452,7 @@ def stop_background(root: str | Path = DEFAULT_ROOT) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m labeling.ls_server",
+    p = argparse.ArgumentParser(prog="python -m labeling.studio.server",
                                 description="Manage the local Label Studio server (its own venv, its own data).")
     p.add_argument("command", choices=["install", "start", "stop", "status"])
     p.add_argument("--root", default=str(DEFAULT_ROOT), help="folder for the venv and data (default .labelstudio)")
@@ -479,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in result.items():
             print(f"{k}: {v}")
         if args.command == "start":
-            print(f"stop it with: python -m labeling.ls_server stop --root {args.root}")
+            print(f"stop it with: python -m labeling.studio.server stop --root {args.root}")
     return 0
 
 
