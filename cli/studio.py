@@ -30,8 +30,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _client(url: str | None, token: str | None, root: Path = Path(".labelstudio")):
-    from labeling import ls_server
     from labeling.studio import StudioClient
+    from labeling.studio import server as ls_server
 
     if not url or not token:
         state = ls_server.status(root)
@@ -124,7 +124,7 @@ def server(
     as_json: JsonOption = False,
 ) -> None:
     """A local Label Studio 1.23.2 in its own venv under --root; `start` leaves it running in the background."""
-    from labeling import ls_server
+    from labeling.studio import server as ls_server
 
     actions = {"install": lambda: ls_server.install(root), "start": lambda: ls_server.start_background(root, port),
                "stop": lambda: ls_server.stop_background(root), "status": lambda: ls_server.status(root)}
