@@ -1,0 +1,96 @@
+"""Loading a user's LF file: Python (runs the module) or declarative YAML/JSON (keyword, regex and SQL LFs; no code
+runs, so it is safe for files uploaded to the API)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+from curation.errors import CurateError, InputError
+from labeling.lfs.kinds import LF, LFDefinitionError, check_names, keyword_lf, regex_lf, sql_lf
+
+_DECLARATIVE_KEYS = {
+    "keyword": {"name", "kind", "label", "keywords", "case_sensitive", "whole_word", "engine"},
+    "regex": {"name", "kind", "label", "pattern", "flags", "negate", "engine"},
+    "sql": {"name", "kind", "label", "expr"},
+}
+
+
+def load_declarative(path: Path) -> list[LF]:
+    """Keyword, regex and SQL LFs from YAML/JSON (no code runs: safe for files uploaded to the API).
+
+    `lfs: [{name, kind: keyword|regex|sql, label, keywords | pattern (+ flags: [IGNORECASE, ...], negate) | expr}]`
+    """
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise LFDefinitionError(f"{path}: not YAML/JSON: {e}") from None
+    items = doc.get("lfs") if isinstance(doc, dict) else doc
+    if not isinstance(items, list) or not items:
+        raise LFDefinitionError(f"{path}: expected `lfs:` with a list of LFs (name, kind, label, ...)")
+    lfs: list[LF] = []
+    for i, item in enumerate(items):
+        where = f"{path}, LF #{i} ({item.get('name', '?') if isinstance(item, dict) else item!r})"
+        kind = item.get("kind") if isinstance(item, dict) else None
+        if kind not in _DECLARATIVE_KEYS:
+            raise LFDefinitionError(f"{where}: kind {kind!r} unknown; valid: {', '.join(_DECLARATIVE_KEYS)} "
+                                    "(Python LFs need a .py file)")
+        extra = set(item) - _DECLARATIVE_KEYS[kind]
+        if extra or "name" not in item or "label" not in item:
+            raise LFDefinitionError(f"{where}: needs name and label; unknown keys {sorted(extra)}; valid: "
+                                    f"{sorted(_DECLARATIVE_KEYS[kind])}")
+        opts = {k: v for k, v in item.items() if k not in ("name", "kind", "label")}
+        if kind == "regex":
+            names = opts.pop("flags", []) or []
+            names = [names] if isinstance(names, str) else names
+            bad = [f for f in names if not isinstance(getattr(re, str(f), None), re.RegexFlag)]
+            if bad:
+                raise LFDefinitionError(f"{where}: unknown regex flags {bad}; e.g. IGNORECASE, MULTILINE, DOTALL, "
+                                        "ASCII")
+            opts["flags"] = functools.reduce(lambda a, f: a | getattr(re, f), names, 0)
+        make = {"keyword": keyword_lf, "regex": regex_lf, "sql": sql_lf}[kind]
+        lf = make(item["name"], **{"label": item["label"], **opts})
+        lfs.append(dataclasses.replace(lf, declared_at=f"{path}#lfs[{i}]"))
+    check_names(lfs)
+    return lfs
+
+
+def load_lfs(path: str | Path) -> list[LF]:
+    """The LFs a file declares. Python: its `LFS` list if it has one, else every module-level LF in order.
+    YAML/JSON (`.yaml`, `.yml`, `.json`): keyword, regex and SQL LFs only, no code runs (`load_declarative`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such LF file")
+    if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        return load_declarative(path)
+    mod_name = f"_curate_lfs_{hashlib.md5(str(path.resolve()).encode()).hexdigest()[:10]}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    except CurateError:
+        raise
+    except Exception as e:
+        raise LFDefinitionError(f"{path}: loading the LF file failed: {type(e).__name__}: {e}") from e
+    finally:
+        sys.modules.pop(mod_name, None)
+    if hasattr(module, "LFS"):
+        lfs = list(module.LFS)
+        bad = [repr(x)[:60] for x in lfs if not isinstance(x, LF)]
+        if bad:
+            raise LFDefinitionError(f"{path}: LFS holds non-LF items: {', '.join(bad)}")
+    else:
+        lfs = [v for v in vars(module).values() if isinstance(v, LF)]
+    if not lfs:
+        raise LFDefinitionError(f"{path}: declares no labeling functions (use keyword_lf/regex_lf/sql_lf or "
+                                "@labeling_function(), or list them in LFS)")
+    check_names(lfs)
+    return lfs
