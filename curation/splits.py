@@ -2,7 +2,7 @@
 
 Pure core: `parse_ratios`, `assign_splits` (components + strata + ratios + seed -> split per row) and
 `leakage_report` (split + component per row -> what crosses). DuckDB edges: `make_split`, `check_split`,
-`current_split`, `require_clean` (the gate training calls).
+`current_split` / `current_split_id`, `require_clean` (the gate training calls).
 
 A split set is a row of `store.split_sets` (method 'computed' or 'column', its params and its report) and one
 row per record in `store.splits` (split, component, reason, leaks). A new split set becomes the dataset's
@@ -224,10 +224,17 @@ def fingerprint(record_ids: Sequence[int], splits: Sequence[str]) -> str:
 
 
 # -- store edges ----------------------------------------------------------------------------------------
+def current_split_id(store: Store, dataset: str) -> str | None:
+    """The id of the dataset's current split set, None when it has none (the dataset itself is not checked)."""
+    row = store.query("SELECT split_id FROM store.split_sets WHERE dataset = ? AND is_current "
+                      "ORDER BY created_at DESC LIMIT 1", [dataset])
+    return row[0][0] if row else None
+
+
 def current_split(store: Store, dataset: str) -> str:
-    """The id of the dataset's current split set."""
+    """The id of the dataset's current split set; NotFound when the dataset or its split does not exist."""
     store.dataset(dataset)
-    sid = store.one("SELECT split_id FROM store.split_sets WHERE dataset = ? AND is_current", [dataset])
+    sid = current_split_id(store, dataset)
     if sid is None:
         raise NotFound(f"dataset {dataset!r} has no split yet; run `curate split --dataset {dataset}` "
                        f"(or `--from-column split` to use the split given in the data)")

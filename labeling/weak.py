@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from curation.errors import InputError, NotFound
+from curation.splits import current_split_id
 from curation.store import Store, now
 from labeling import analysis
 from labeling import label_model as lm
@@ -294,12 +295,6 @@ def resolve_lf_set(store: Store, dataset: str, lf_set_id: str | None = None) -> 
         raise NotFound(f"dataset {dataset!r} has no votes yet: run `curate lf apply --dataset {dataset} --lfs "
                        "FILE` or `curate votes import FILE --dataset ...`")
     return row[0][0]
-
-
-def current_split_id(store: Store, dataset: str) -> str | None:
-    row = store.query("SELECT split_id FROM store.split_sets WHERE dataset = ? AND is_current "
-                      "ORDER BY created_at DESC LIMIT 1", [dataset])
-    return row[0][0] if row else None
 
 
 def load_matrix(store: Store, dataset: str, lf_set_id: str) -> dict:
