@@ -2,10 +2,11 @@
 
 Every stage writes its own tables here and reads records by id; nothing reshapes `records`. Each row that
 carries a label says where it came from (imported file, LF set, label model, annotator, run).
-Bump SCHEMA_VERSION when a table changes; `Store.open` creates what is missing.
+Bump SCHEMA_VERSION when a table changes and add the step to `curation.migrations` (a fresh store and a migrated
+one must end up with the same tables and columns; tests/test_migrations.py checks it).
 """
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TABLES = """
 CREATE SCHEMA IF NOT EXISTS store;
@@ -17,7 +18,8 @@ CREATE TABLE IF NOT EXISTS store.datasets (
     labels TEXT[] NOT NULL,            -- the declared label set; class index = position
     contract_version TEXT NOT NULL,
     settings JSON,                     -- per-dataset settings (e.g. round_every)
-    created_at TIMESTAMP NOT NULL
+    created_at TIMESTAMP NOT NULL,
+    task TEXT NOT NULL DEFAULT 'classification'   -- 'classification' | 'instruction'
 );
 
 CREATE TABLE IF NOT EXISTS store.ingests (
@@ -43,7 +45,10 @@ CREATE TABLE IF NOT EXISTS store.records (
     parent_id BIGINT,                  -- augmented rows: the record they were made from
     ingest_id BIGINT,
     source_row BIGINT,                 -- 1-based data row in the ingested file
-    ingested_at TIMESTAMP NOT NULL
+    ingested_at TIMESTAMP NOT NULL,
+    messages JSON,                     -- instruction records: the conversation [{role, content}]; text = its prompt
+    response TEXT,                     -- instruction records: the last assistant turn as ingested
+    tokens INTEGER                     -- instruction records: tokens of the conversation (base model's tokenizer)
 );
 
 -- the current gold label of a record and its provenance ('imported' | 'annotation')
@@ -53,7 +58,9 @@ CREATE TABLE IF NOT EXISTS store.gold_labels (
     source TEXT NOT NULL,
     source_ref TEXT,                   -- file, or Label Studio annotation id
     annotator TEXT,
-    updated_at TIMESTAMP NOT NULL
+    updated_at TIMESTAMP NOT NULL,
+    method TEXT,                       -- how several annotations became this label ('latest', 'majority', ...)
+    confidence DOUBLE                  -- that method's confidence in it
 );
 
 CREATE TABLE IF NOT EXISTS store.quarantine (
@@ -134,7 +141,9 @@ CREATE TABLE IF NOT EXISTS store.augmentations (
 CREATE TABLE IF NOT EXISTS store.runs (
     run_id TEXT PRIMARY KEY, dataset TEXT NOT NULL, snapshot_id TEXT, status TEXT NOT NULL,
     config JSON, data_counts JSON, history JSON, metrics JSON, adapter_path TEXT, error TEXT,
-    leakage_allowed BOOLEAN, started_at TIMESTAMP, finished_at TIMESTAMP
+    leakage_allowed BOOLEAN, started_at TIMESTAMP, finished_at TIMESTAMP,
+    task TEXT NOT NULL DEFAULT 'classification',   -- 'classification' | 'sft'
+    contamination_allowed BOOLEAN
 );
 CREATE TABLE IF NOT EXISTS store.predictions (
     run_id TEXT NOT NULL, record_id BIGINT NOT NULL,
@@ -147,6 +156,7 @@ CREATE TABLE IF NOT EXISTS store.selections (
     selection_id TEXT NOT NULL, dataset TEXT NOT NULL, round INTEGER, run_id TEXT,
     record_id BIGINT NOT NULL, strategy TEXT NOT NULL, score DOUBLE, rank INTEGER NOT NULL,
     created_at TIMESTAMP NOT NULL,
+    details JSON,                      -- e.g. what `--strategy auto` chose and why
     PRIMARY KEY (selection_id, record_id)
 );
 
@@ -167,7 +177,9 @@ CREATE TABLE IF NOT EXISTS store.annotations (
     annotation_id BIGINT PRIMARY KEY,  -- Label Studio's id
     project_id BIGINT, task_id BIGINT, record_id BIGINT, label TEXT, annotator TEXT,
     created_at TIMESTAMP, updated_at TIMESTAMP, lead_time DOUBLE, was_cancelled BOOLEAN,
-    deleted BOOLEAN NOT NULL DEFAULT false, result JSON, via TEXT, received_at TIMESTAMP NOT NULL
+    deleted BOOLEAN NOT NULL DEFAULT false, result JSON, via TEXT, received_at TIMESTAMP NOT NULL,
+    rating INTEGER,                    -- instruction review: the 1-5 rating
+    response TEXT                      -- instruction review: the response as the annotator left it
 );
 CREATE TABLE IF NOT EXISTS store.rounds (
     round_id TEXT PRIMARY KEY, dataset TEXT NOT NULL, number INTEGER NOT NULL, status TEXT NOT NULL,
@@ -182,11 +194,55 @@ CREATE TABLE IF NOT EXISTS store.jobs (
     message TEXT,                      -- the current step ("step 2/5: train")
     retry_of TEXT                      -- the failed job this one runs again
 );
+-- instruction data (schema 2) ---------------------------------------------------------------------------
+-- an edited response is a new revision; exports and training use the latest accepted one
+CREATE TABLE IF NOT EXISTS store.revisions (
+    record_id BIGINT NOT NULL, revision INTEGER NOT NULL,   -- revision 0 is the record as ingested
+    response TEXT NOT NULL, messages JSON NOT NULL,
+    parent_revision INTEGER, source TEXT NOT NULL,          -- 'annotation' | 'import'
+    annotator TEXT, annotation_id BIGINT, status TEXT NOT NULL,   -- 'accepted' | 'superseded'
+    created_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (record_id, revision)
+);
+CREATE TABLE IF NOT EXISTS store.response_scores (   -- SFT runs: mean token NLL of the response
+    run_id TEXT NOT NULL, record_id BIGINT NOT NULL, loss DOUBLE NOT NULL, base_loss DOUBLE,
+    tokens INTEGER, embedding FLOAT[], scored_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (run_id, record_id)
+);
+CREATE TABLE IF NOT EXISTS store.contamination_checks (
+    check_id TEXT PRIMARY KEY, dataset TEXT NOT NULL, against TEXT NOT NULL, ngram INTEGER NOT NULL,
+    checked BIGINT NOT NULL, contaminated BIGINT NOT NULL, params JSON, created_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS store.contamination (
+    check_id TEXT NOT NULL, record_id BIGINT NOT NULL, overlap DOUBLE NOT NULL,   -- share of tokens covered
+    field TEXT, matched TEXT,          -- which field matched, and an example of the shared n-gram
+    PRIMARY KEY (check_id, record_id)
+);
+
+-- label quality (schema 2) -----------------------------------------------------------------------------
+CREATE TABLE IF NOT EXISTS store.label_issues (
+    dataset TEXT NOT NULL, record_id BIGINT NOT NULL, label TEXT NOT NULL, label_source TEXT,
+    suggested TEXT, score DOUBLE, method TEXT, found_at TIMESTAMP NOT NULL,
+    outcome TEXT,                      -- after review: 'confirmed' | 'corrected'
+    reviewed_at TIMESTAMP,
+    PRIMARY KEY (dataset, record_id)
+);
+
+-- service access (schema 2) ----------------------------------------------------------------------------
+CREATE TABLE IF NOT EXISTS store.api_keys (
+    key_id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL,
+    key_hash TEXT NOT NULL,            -- sha256 of the key; the key itself is never stored
+    created_at TIMESTAMP NOT NULL, revoked_at TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS store.audit (
+    happened_at TIMESTAMP NOT NULL, key_id TEXT, key_name TEXT, role TEXT,
+    method TEXT NOT NULL, path TEXT NOT NULL, status INTEGER, detail TEXT
+);
 """
 
 # The stable views SQL users see. Internal columns may change; these names do not.
 VIEWS = {
-    "datasets": "SELECT d.name, d.labels, d.contract_version, d.created_at, "
+    "datasets": "SELECT d.name, d.task, d.labels, d.contract_version, d.created_at, "
     "(SELECT count(*) FROM store.records r WHERE r.dataset = d.name) AS records FROM store.datasets d",
     "records": "SELECT r.record_id, r.dataset, r.source_id, r.text, g.label, g.source AS label_source, r.\"group\", "
     "r.meta, r.input_hash, r.origin, r.parent_id, r.ingest_id, r.source_row, r.ingested_at "
@@ -211,6 +267,22 @@ VIEWS = {
     "annotations": "SELECT * FROM store.annotations",
     "rounds": "SELECT * FROM store.rounds",
     "jobs": "SELECT * FROM store.jobs",
+    # instruction datasets: the latest accepted revision of each conversation
+    "instructions": "SELECT r.record_id, r.dataset, r.source_id, r.text AS prompt, "
+    "coalesce(v.response, r.response) AS response, coalesce(v.messages, r.messages) AS messages, "
+    "coalesce(v.revision, 0) AS revision, json_array_length(coalesce(v.messages, r.messages)) AS turns, "
+    "r.tokens, g.label, g.source AS label_source, r.\"group\", r.meta, r.input_hash, r.origin, r.parent_id, "
+    "r.ingested_at FROM store.records r JOIN store.datasets d ON d.name = r.dataset AND d.task = 'instruction' "
+    "LEFT JOIN store.gold_labels g USING (record_id) "
+    "LEFT JOIN (SELECT record_id, max(revision) AS revision, arg_max(response, revision) AS response, "
+    "arg_max(messages, revision) AS messages FROM store.revisions WHERE status = 'accepted' GROUP BY record_id) v "
+    "USING (record_id)",
+    "revisions": "SELECT * FROM store.revisions",
+    "response_scores": "SELECT * EXCLUDE (embedding) FROM store.response_scores",
+    "contamination": "SELECT c.*, k.dataset, k.against, k.ngram FROM store.contamination c "
+    "JOIN store.contamination_checks k USING (check_id)",
+    "contamination_checks": "SELECT * FROM store.contamination_checks",
+    "label_issues": "SELECT * FROM store.label_issues",
 }
 
 

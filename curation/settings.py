@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     server_url: str | None = Field(None, description="a running `curate serve` the CLI may talk to")
     ls_url: str | None = Field(None, description="Label Studio base URL (CURATE_LS_URL)")
     ls_token: SecretStr | None = Field(None, description="Label Studio API token (CURATE_LS_TOKEN)")
+    auto_migrate: bool = Field(True, description="migrate an older store on open, after a backup copy; "
+                               "false: refuse and name `curate migrate` (CURATE_AUTO_MIGRATE)")
 
     @property
     def home(self) -> Path:

@@ -8,6 +8,7 @@ extension auto-install/load, configuration locked. All file IO (ingest, snapshot
 import contextlib
 import datetime as dt
 import json
+import logging
 import re
 import threading
 from collections.abc import Iterator
@@ -18,9 +19,11 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 
-from curation import schema
+from curation import migrations, schema
 from curation.errors import InputError, NotFound, StoreLocked
 from curation.settings import Settings
+
+log = logging.getLogger(__name__)
 
 _CONFIG = {
     "enable_external_access": False,
@@ -41,6 +44,7 @@ class Store:
         self.settings = settings
         self.path = settings.db
         self._write_lock = threading.RLock()
+        self.migrated: dict | None = None   # {from, to, steps, backup} when opening migrated the file
 
     # -- opening ---------------------------------------------------------------------------------------
     @classmethod
@@ -50,19 +54,16 @@ class Store:
             settings = settings.model_copy(update={"db": Path(db)})
         path = Path(settings.db)
         path.parent.mkdir(parents=True, exist_ok=True)
+        con = _connect(path)
         try:
-            con = duckdb.connect(str(path), config=_CONFIG)
-        except duckdb.IOException as e:
-            if "lock" in str(e).lower():
-                raise StoreLocked(_locked_message(path, str(e))) from None
-            raise InputError(f"{path}: cannot open the store ({e}). Is it a DuckDB file?") from None
-        for stmt in schema.ddl():
-            con.execute(stmt)
-        con.execute(
-            "INSERT OR REPLACE INTO store.meta VALUES ('schema_version', ?)", [str(schema.SCHEMA_VERSION)]
-        )
+            con, migrated = _bring_up_to_date(con, path, settings.auto_migrate)
+        except BaseException:
+            con.close()
+            raise
         con.execute("SET lock_configuration = true")
-        return cls(con, settings)
+        store = cls(con, settings)
+        store.migrated = migrated
+        return store
 
     def close(self) -> None:
         self.con.close()
@@ -149,7 +150,8 @@ class Store:
             return stored
         if labels is not None and len(set(labels)) != len(labels):
             raise InputError(f"--labels {','.join(labels)}: labels must be distinct")
-        cur.execute("INSERT INTO store.datasets VALUES (?, ?, ?, NULL, ?)",
+        cur.execute("INSERT INTO store.datasets (name, labels, contract_version, settings, created_at) "
+                    "VALUES (?, ?, ?, NULL, ?)",
                     [name, labels or [], contract_version, now()])
         return labels or []
 
@@ -163,6 +165,39 @@ class Store:
         self.dataset(dataset)
         return self.frame(f"SELECT {columns} FROM main.records WHERE dataset = ? {where} ORDER BY record_id",
                        [dataset])
+
+
+def _connect(path: Path) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(str(path), config=_CONFIG)
+    except duckdb.IOException as e:
+        if "lock" in str(e).lower():
+            raise StoreLocked(_locked_message(path, str(e))) from None
+        raise InputError(f"{path}: cannot open the store ({e}). Is it a DuckDB file?") from None
+
+
+def _bring_up_to_date(con: duckdb.DuckDBPyConnection, path: Path, auto_migrate: bool
+                      ) -> tuple[duckdb.DuckDBPyConnection, dict | None]:
+    """Create a new store, or migrate an older one (after a backup copy), or refuse one newer than this code."""
+    version, target = migrations.stored_version(con), schema.SCHEMA_VERSION
+    if version is not None and version > target:
+        raise migrations.SchemaError(f"{path} has schema version {version}, newer than this release's {target}; "
+                                     "upgrade curate to open it")
+    if version is None or version == target:
+        for stmt in schema.ddl():
+            con.execute(stmt)
+        con.execute("INSERT OR REPLACE INTO store.meta VALUES ('schema_version', ?)", [str(target)])
+        return con, None
+    if not auto_migrate:
+        raise migrations.SchemaError(f"{path} has schema version {version}; this release needs {target}. "
+                                     f"Run `curate migrate --db {path}` (it keeps a backup copy first)")
+    con.execute("CHECKPOINT")
+    con.close()
+    copy = migrations.backup(path, version)
+    con = _connect(path)
+    steps = migrations.migrate(con, version, target, schema.ddl())
+    log.warning("migrated %s from schema %d to %d (backup: %s)", path, version, target, copy)
+    return con, {"from": version, "to": target, "steps": steps, "backup": str(copy)}
 
 
 def equals_where(**filters: Any) -> tuple[str, list]:
