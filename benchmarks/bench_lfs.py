@@ -111,7 +111,7 @@ def time_apply_store(texts: list[str], lfs) -> dict:
         with store.transaction() as cur:
             store.ensure_dataset(cur, "bench", LABELS, "bench")
             cur.register("t", pl.DataFrame({"text": texts}))
-            cur.execute("INSERT INTO store.records SELECT row_number() OVER (), 'bench', NULL, text, NULL, NULL, "
+            cur.execute("INSERT INTO store.records (record_id, dataset, source_id, text, \"group\", meta, input_hash, origin, parent_id, ingest_id, source_row, ingested_at) SELECT row_number() OVER (), 'bench', NULL, text, NULL, NULL, "
                         "'-', 'ingest', NULL, NULL, NULL, ? FROM t", [now()])
             cur.unregister("t")
         t0 = time.perf_counter()

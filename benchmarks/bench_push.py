@@ -50,12 +50,12 @@ def _store_with_selection(store: Store, n: int, seed: int) -> tuple[str, str, st
         frame = pl.DataFrame({"record_id": ids, "text": texts, "input_hash": [input_hash(t) for t in texts],
                               "p": p, "rank": np.argsort(np.argsort(-np.abs(p - 0.5)))[::-1].tolist()})
         cur.register("bench_rows", frame)
-        cur.execute("INSERT INTO store.records SELECT record_id, ?, NULL, text, NULL, NULL, input_hash, 'ingest', "
+        cur.execute("INSERT INTO store.records (record_id, dataset, source_id, text, \"group\", meta, input_hash, origin, parent_id, ingest_id, source_row, ingested_at) SELECT record_id, ?, NULL, text, NULL, NULL, input_hash, 'ingest', "
                     "NULL, NULL, NULL, ? FROM bench_rows", [name, now()])
         cur.execute("INSERT INTO store.predictions (run_id, record_id, probs, label, confidence, scored_at) "
                     "SELECT ?, record_id, [1 - p, p], CASE WHEN p >= 0.5 THEN 'spam' ELSE 'ham' END, "
                     "greatest(p, 1 - p), ? FROM bench_rows", [run, now()])
-        cur.execute("INSERT INTO store.selections SELECT ?, ?, 1, ?, record_id, 'least_confidence', NULL, rank, ? "
+        cur.execute("INSERT INTO store.selections (selection_id, dataset, round, run_id, record_id, strategy, score, rank, created_at) SELECT ?, ?, 1, ?, record_id, 'least_confidence', NULL, rank, ? "
                     "FROM bench_rows", [sel, name, run, now()])
         cur.unregister("bench_rows")
     return name, run, sel

@@ -395,12 +395,12 @@ def ingest(store: Store, source: str | Path | Any, dataset: str, *, fields: Fiel
             )
             cur.register("_batch", good.select("record_id", "source_id", "text", "group", "meta", "norm", "row"))
             cur.execute(
-                "INSERT INTO store.records SELECT record_id, ?, source_id, text, \"group\", meta::JSON, "
+                "INSERT INTO store.records (record_id, dataset, source_id, text, \"group\", meta, input_hash, origin, parent_id, ingest_id, source_row, ingested_at) SELECT record_id, ?, source_id, text, \"group\", meta::JSON, "
                 "substr(md5(norm), 1, 16), 'ingest', NULL, ?, row, ? FROM _batch",
                 [dataset, ingest_id, started])
             cur.unregister("_batch")
             cur.register("_labels", good.filter(pl.col("label").is_not_null()).select("record_id", "label"))
-            cur.execute("INSERT INTO store.gold_labels SELECT record_id, label, 'imported', ?, NULL, ? FROM _labels",
+            cur.execute("INSERT INTO store.gold_labels (record_id, label, source, source_ref, annotator, updated_at) SELECT record_id, label, 'imported', ?, NULL, ? FROM _labels",
                         [name, started])
             cur.unregister("_labels")
             next_record += good.height

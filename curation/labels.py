@@ -59,7 +59,7 @@ def import_labels(store: Store, source: str | Path | Any, dataset: str, *, id_fi
                 result["outside_splits"] += keep.height - inside.height
                 keep = inside
             cur.register("_gold", keep.select("record_id", "label"))
-            cur.execute("INSERT OR REPLACE INTO store.gold_labels SELECT record_id, label, 'imported', ?, NULL, ? "
+            cur.execute("INSERT OR REPLACE INTO store.gold_labels (record_id, label, source, source_ref, annotator, updated_at) SELECT record_id, label, 'imported', ?, NULL, ? "
                         "FROM _gold", [src.name, now()])
             cur.unregister("_gold")
             result["written"] += keep.height

@@ -25,11 +25,11 @@ def make_dataset(store: Store, name: str, texts, labels=None, label_set=("ham", 
             "input_hash": [input_hash(t) for t in texts], "source_row": list(range(1, n + 1)),
         })
         cur.register("new_rows", frame)
-        cur.execute("INSERT INTO store.records SELECT record_id, ?, NULL, text, \"group\", meta, input_hash, "
+        cur.execute("INSERT INTO store.records (record_id, dataset, source_id, text, \"group\", meta, input_hash, origin, parent_id, ingest_id, source_row, ingested_at) SELECT record_id, ?, NULL, text, \"group\", meta, input_hash, "
                     "'ingest', NULL, NULL, source_row, ? FROM new_rows", [name, now()])
         cur.unregister("new_rows")
         for rid, lab in zip(ids, labels):
             if lab is not None:
-                cur.execute("INSERT INTO store.gold_labels VALUES (?, ?, 'imported', 'test', NULL, ?)",
+                cur.execute("INSERT INTO store.gold_labels (record_id, label, source, source_ref, annotator, updated_at) VALUES (?, ?, 'imported', 'test', NULL, ?)",
                             [rid, lab, now()])
     return ids

@@ -152,7 +152,7 @@ def test_select_excludes_pending_and_numbers_rounds(store):
         cur.execute("INSERT INTO store.ls_tasks (project_id, input_hash, task_id, record_id, pushed_at) "
                     "VALUES (1, 'h1', 1, ?, ?), (1, 'h2', 2, ?, ?)",
                     [ids[-1], now(), ids[-2], now()])
-        cur.execute("INSERT INTO store.gold_labels VALUES (?, 'spam', 'annotation', '7', 'ann', ?)", [ids[-2], now()])
+        cur.execute("INSERT INTO store.gold_labels (record_id, label, source, source_ref, annotator, updated_at) VALUES (?, 'spam', 'annotation', '7', 'ann', ?)", [ids[-2], now()])
     second = select(store, "r1", "entropy", 5)
     assert second["round"] == 2
     pending = set(first["record_ids"]) | {ids[-1]}

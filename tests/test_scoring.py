@@ -103,7 +103,7 @@ def test_score_skips_augmented_copies(scored):
 
     store, run, _, ids = scored
     with store.transaction() as cur:
-        cur.execute("INSERT INTO store.records SELECT 100000, dataset, NULL, text || ' !', \"group\", NULL, "
+        cur.execute("INSERT INTO store.records (record_id, dataset, source_id, text, \"group\", meta, input_hash, origin, parent_id, ingest_id, source_row, ingested_at) SELECT 100000, dataset, NULL, text || ' !', \"group\", NULL, "
                     "input_hash, 'augment', record_id, NULL, NULL, ingested_at FROM store.records WHERE record_id = ?",
                     [ids[0]])
     r = score(store, run["run_id"])

@@ -317,7 +317,7 @@ def _selection(store, name, n, run_id="run1", dup_of=None):
             p = 0.5 + rank / (2 * len(ids))
             cur.execute("INSERT INTO store.predictions (run_id, record_id, probs, label, confidence, scored_at) "
                         "VALUES (?, ?, ?, ?, ?, ?)", [run_id, rid, [1 - p, p], "spam", p, now()])
-            cur.execute("INSERT INTO store.selections VALUES ('s1', ?, 1, ?, ?, 'least_confidence', NULL, ?, ?)",
+            cur.execute("INSERT INTO store.selections (selection_id, dataset, round, run_id, record_id, strategy, score, rank, created_at) VALUES ('s1', ?, 1, ?, ?, 'least_confidence', NULL, ?, ?)",
                         [name, run_id, rid, rank, now()])
     return ids
 
@@ -345,7 +345,7 @@ def test_push_is_batched_idempotent_and_ranks(store, client, fake):
         for rank, rid in enumerate(store.query("SELECT record_id FROM store.records WHERE dataset = 'yt2'")):
             cur.execute("INSERT INTO store.predictions (run_id, record_id, probs, label, confidence, scored_at) "
                         "VALUES ('runm', ?, [0.3, 0.7], 'spam', 0.7, ?)", [rid[0], now()])
-            cur.execute("INSERT INTO store.selections VALUES ('s2', 'yt2', 1, 'runm', ?, 'margin', NULL, ?, ?)",
+            cur.execute("INSERT INTO store.selections (selection_id, dataset, round, run_id, record_id, strategy, score, rank, created_at) VALUES ('s2', 'yt2', 1, 'runm', ?, 'margin', NULL, ?, ?)",
                         [rid[0], rank, now()])
     m = ls.push_selection(store, "s2", client=client, uncertainty_kind="margin")
     assert m["model_version"] == "runm:margin" and m["reranked"] == 2

@@ -34,7 +34,7 @@ def test_tampered_snapshot_is_refused(store):
 def test_augmented_rows_take_their_parents_labels(store):
     (pid,) = make_dataset(store, "d", ["parent"], ["spam"])
     with store.transaction() as cur:
-        cur.execute("INSERT INTO store.records SELECT 99, dataset, NULL, 'parnet', \"group\", NULL, 'h', 'augment', "
+        cur.execute("INSERT INTO store.records (record_id, dataset, source_id, text, \"group\", meta, input_hash, origin, parent_id, ingest_id, source_row, ingested_at) SELECT 99, dataset, NULL, 'parnet', \"group\", NULL, 'h', 'augment', "
                     "record_id, NULL, NULL, ingested_at FROM store.records WHERE record_id = ?", [pid])
     df, _ = load_snapshot(snapshot(store, "d")["path"])
     assert df.filter(pl.col("record_id") == 99)["label"].to_list() == ["spam"]

@@ -86,7 +86,7 @@ def select(store, run_id: str, strategy: str, n: int, *, seed: int = 0, round: i
     selection_id = f"sel-{dataset}-r{round}-{secrets.token_hex(3)}"
     created = now()
     with store.transaction() as cur:
-        cur.executemany("INSERT INTO store.selections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        cur.executemany("INSERT INTO store.selections (selection_id, dataset, round, run_id, record_id, strategy, score, rank, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [[selection_id, dataset, round, run_id, int(rid), strategy, float(s), rank, created]
                          for rank, (rid, s) in enumerate(zip(chosen, scores), start=1)])
     log.info("selection %s: %d records of %s by %s", selection_id, len(chosen), dataset, strategy)

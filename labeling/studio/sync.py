@@ -187,7 +187,7 @@ def _refresh_gold(cur, record_id: int | None) -> str:
         aid, label, annotator = live[0]
         if cur_gold and cur_gold[0] == (label, "annotation", str(aid), annotator):
             return "unchanged"
-        cur.execute("INSERT OR REPLACE INTO store.gold_labels VALUES (?, ?, 'annotation', ?, ?, ?)",
+        cur.execute("INSERT OR REPLACE INTO store.gold_labels (record_id, label, source, source_ref, annotator, updated_at) VALUES (?, ?, 'annotation', ?, ?, ?)",
                     [record_id, label, str(aid), annotator, now()])
         return "set"
     if not cur_gold or cur_gold[0][1] != "annotation":
@@ -195,7 +195,7 @@ def _refresh_gold(cur, record_id: int | None) -> str:
     prior = cur.execute("SELECT prior_label, prior_source_ref FROM store.ls_tasks WHERE record_id = ? "
                         "AND prior_label IS NOT NULL LIMIT 1", [record_id]).fetchall()
     if prior:
-        cur.execute("INSERT OR REPLACE INTO store.gold_labels VALUES (?, ?, 'imported', ?, NULL, ?)",
+        cur.execute("INSERT OR REPLACE INTO store.gold_labels (record_id, label, source, source_ref, annotator, updated_at) VALUES (?, ?, 'imported', ?, NULL, ?)",
                     [record_id, prior[0][0], prior[0][1], now()])
         return "restored"
     cur.execute("DELETE FROM store.gold_labels WHERE record_id = ?", [record_id])

@@ -50,7 +50,7 @@ def _predict(store, run_id: str, record_ids, p_spam) -> None:
 def _select(store, dataset: str, selection_id: str, run_id: str | None, record_ids, round_: int = 1) -> None:
     with store.transaction() as cur:
         for rank, rid in enumerate(record_ids):
-            cur.execute("INSERT INTO store.selections VALUES (?, ?, ?, ?, ?, 'least_confidence', ?, ?, ?)",
+            cur.execute("INSERT INTO store.selections (selection_id, dataset, round, run_id, record_id, strategy, score, rank, created_at) VALUES (?, ?, ?, ?, ?, 'least_confidence', ?, ?, ?)",
                         [selection_id, dataset, round_, run_id, rid, None, rank, now()])
 
 
