@@ -38,15 +38,35 @@ class JobConflict(CurateError):
     """The job cannot be retried or started in its current state."""
 
 
+def plain(obj: Any) -> Any:
+    """A JSON-ready copy (job results, responses): numpy scalars and arrays, dates, paths, result objects."""
+
+    def default(o: Any) -> Any:
+        if hasattr(o, "to_dict"):
+            return o.to_dict()
+        if hasattr(o, "tolist"):
+            return o.tolist()
+        if hasattr(o, "model_dump"):
+            return o.model_dump()
+        if isinstance(o, (dt.datetime, dt.date)):
+            return o.isoformat()
+        return str(o)
+
+    return json.loads(json.dumps(obj, default=default))
+
+
+StudioFactory = Callable[[], Any]
+
+
 @dataclass
 class JobContext:
-    """What a job function gets: its params, the store, the services, and `progress()`."""
+    """What a job function gets: its params, the store, the Label Studio client factory, and `progress()`."""
 
     job_id: str
     kind: str
     params: dict
     store: Store
-    services: Any
+    studio: StudioFactory | None   # makes the Label Studio client (None: no Label Studio configured)
     runner: "JobRunner"
     _last_write: float = 0.0
     _cancel: threading.Event = field(default_factory=threading.Event)
@@ -158,10 +178,12 @@ def recover_interrupted(store: Store) -> list[str]:
 
 
 class JobRunner:
-    """An in-process job runner over the server's Store (the single writer)."""
+    """An in-process job runner over the server's Store (the single writer). `studio` makes the Label Studio
+    client the jobs push to and pull from (None: not configured)."""
 
-    def __init__(self, store: Store, *, heavy_workers: int = 1, light_workers: int = 2):
-        self.store = store
+    def __init__(self, store: Store, *, heavy_workers: int = 1, light_workers: int = 2,
+                 studio: StudioFactory | None = None):
+        self.store, self.studio = store, studio
         self._heavy = ThreadPoolExecutor(heavy_workers, thread_name_prefix="curate-heavy")
         self._light = ThreadPoolExecutor(light_workers, thread_name_prefix="curate-light")
         self._futures: dict[str, Future] = {}
@@ -171,8 +193,12 @@ class JobRunner:
         self.on_finish: list[Callable[[dict], None]] = []   # called with the finished job (e.g. rounds re-check)
 
     # -- submitting --------------------------------------------------------------------------------------
-    def submit(self, kind: str, params: dict, services: Any, *, retry_of: str | None = None,
-               job_id: str | None = None) -> dict:
+    @property
+    def closed(self) -> bool:
+        """True once `shutdown` began (no new jobs)."""
+        return self._closed
+
+    def submit(self, kind: str, params: dict, *, retry_of: str | None = None, job_id: str | None = None) -> dict:
         """Record a queued job and hand it to a worker. Returns the job row."""
         fn, heavy = kind_fn(kind)
         if self._closed:
@@ -184,21 +210,21 @@ class JobRunner:
                         "created_at) VALUES (?, ?, 'queued', 0, 'queued', ?, ?, ?)",
                         [job_id, kind, params_json, retry_of, now()])
         queued = get_job(self.store, job_id)
-        ctx = JobContext(job_id, kind, json.loads(params_json), self.store, services, self)
+        ctx = JobContext(job_id, kind, json.loads(params_json), self.store, self.studio, self)
         with self._lock:
             self._contexts[job_id] = ctx
             pool = self._heavy if heavy else self._light
             self._futures[job_id] = pool.submit(self._run, fn, ctx)
         return queued
 
-    def retry(self, job_id: str, services: Any) -> dict:
+    def retry(self, job_id: str) -> dict:
         """Run a failed job again as a new job with the same kind and params (`retry_of` links them)."""
         job = get_job(self.store, job_id)
         if job["status"] != "failed":
             raise JobConflict(f"job {job_id} is {job['status']}; only a failed job can be retried")
         retry = _RETRY_HOOKS.get(job["kind"])
         params = retry(self.store, job) if retry else job["params"]
-        return self.submit(job["kind"], params, services, retry_of=job_id)
+        return self.submit(job["kind"], params, retry_of=job_id)
 
     def _run(self, fn: JobFn, ctx: JobContext) -> None:
         started = now()
@@ -286,7 +312,3 @@ def retry_hook(kind: str) -> Callable:
         return fn
 
     return deco
-
-
-def seconds_since(t: dt.datetime | None) -> float | None:
-    return None if t is None else (now() - t).total_seconds()

@@ -1,4 +1,8 @@
-"""Rounds: pull → snapshot → train → score → select → push, as one job per round, recorded in `store.rounds`.
+"""The jobs the service runs: `train`, `score`, and the round (pull → snapshot → train → score → select → push,
+one job per round, recorded in `store.rounds`). No FastAPI here: the CLI runs a round with the same code.
+
+The stages are called directly (`train`, `score`, `select`, `push_selection`, `pull_annotations`,
+`handle_webhook`, imported below); tests swap one with `monkeypatch.setattr(api.rounds, "train", fake)`.
 
 A round starts on request (`POST /datasets/{name}/rounds`, `curate round`, Label Studio's "Start training") or
 by itself after every N new annotations of a dataset (`round_every`, a per-dataset setting). Never two rounds of
@@ -24,14 +28,20 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from api.jobs import JobContext, JobRunner, job_kind, retry_hook
-from api.services import Services, call_with_supported
-from curation.errors import InputError
+from pydantic import ValidationError
+
+from api.jobs import JobConflict, JobContext, JobRunner, StudioFactory, job_kind, plain, retry_hook
+from curation.errors import InputError, NotFound
+from curation.settings import Settings
 from curation.store import Store, now
+from labeling.active import PoolExhausted, select
+from labeling.studio import StudioClient, handle_webhook, pull_annotations, push_selection
+from training.config import TrainConfig
+from training.score import score
+from training.train import train
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +114,6 @@ def _round_rows(store: Store, where: str, params: list) -> list[dict]:
 
 
 def get_round(store: Store, round_id: str) -> dict:
-    from curation.errors import NotFound
-
     rows = _round_rows(store, "round_id = ?", [round_id])
     if not rows:
         raise NotFound(f"no round {round_id!r}; list a dataset's rounds with GET /datasets/NAME/rounds")
@@ -142,8 +150,7 @@ def active_round(store: Store, dataset: str) -> dict | None:
     return rows[0] if rows else None
 
 
-def request_round(store: Store, runner: JobRunner, services: Services, dataset: str,
-                  trigger: str = "request") -> dict:
+def request_round(store: Store, runner: JobRunner, dataset: str, trigger: str = "request") -> dict:
     """Queue a round of `dataset` unless one is queued or running. Returns `{created, round, job}`."""
     store.dataset(dataset)   # NotFound names the known datasets
     with _round_lock:
@@ -152,8 +159,7 @@ def request_round(store: Store, runner: JobRunner, services: Services, dataset: 
             return {"created": False, "round": current, "job_id": current["job_id"]}
         row = _new_round_row(store, dataset, trigger)
         try:
-            job = runner.submit("round", {"dataset": dataset, "round_id": row["round_id"], "trigger": trigger},
-                                services)
+            job = runner.submit("round", {"dataset": dataset, "round_id": row["round_id"], "trigger": trigger})
         except BaseException as e:
             _set_round(store, row["round_id"], status="failed", finished_at=now(),
                        error=f"could not queue the round job: {e}")
@@ -169,7 +175,7 @@ def pending_annotations(store: Store, dataset: str) -> tuple[int, int]:
     return count_annotations(store, dataset), used
 
 
-def maybe_trigger(store: Store, runner: JobRunner, services: Services, dataset: str) -> dict | None:
+def maybe_trigger(store: Store, runner: JobRunner, dataset: str) -> dict | None:
     """Start a round when `round_every` new annotations arrived since the last round started. Else None."""
     every = round_config(store, dataset)["round_every"]
     if not every or active_round(store, dataset) is not None:
@@ -178,21 +184,46 @@ def maybe_trigger(store: Store, runner: JobRunner, services: Services, dataset: 
     if n - used < every:
         return None
     log.info("dataset %s: %d new annotations (round_every=%d): starting a round", dataset, n - used, every)
-    return request_round(store, runner, services, dataset, trigger=f"annotations:{n - used}")
+    return request_round(store, runner, dataset, trigger=f"annotations:{n - used}")
 
 
-def _train_config(options: dict) -> Any:
+def check_train_config(config: dict) -> TrainConfig:
+    """Training options as a TrainConfig; InputError names each bad field (checked before a job is queued)."""
     try:
-        from training.config import TrainConfig
-    except ImportError:   # the fake pipeline in tests takes the dict as is
-        return dict(options)
-    return TrainConfig(**options)
+        return TrainConfig(**config)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise InputError(f"config: {problems}") from None
+
+
+def studio_factory(settings: Settings) -> StudioFactory | None:
+    """The Label Studio client for round pulls and pushes (`CURATE_LS_URL`, `CURATE_LS_TOKEN`). None when not
+    configured (rounds then keep their selection in the store and push nothing)."""
+    url = settings.ls_url
+    token = settings.ls_token.get_secret_value() if settings.ls_token else None
+    if not url or not token:
+        return None
+    return lambda: StudioClient(url, token)
+
+
+# -- the heavy job kinds ----------------------------------------------------------------------------------
+@job_kind("train")
+def train_job(ctx: JobContext) -> dict:
+    config = TrainConfig(**(ctx.params.get("config") or {}))
+    return plain(train(ctx.store, ctx.params["dataset"], config, progress=ctx.step_progress(0.0, 1.0, "train")))
+
+
+@job_kind("score")
+def score_job(ctx: JobContext) -> dict:
+    p = ctx.params
+    return plain(score(ctx.store, p["run_id"], p.get("dataset"), p.get("include_labeled", False),
+                       progress=ctx.step_progress(0.0, 1.0, "score")))
 
 
 @job_kind("round")
 def run_round(ctx: JobContext) -> dict:
     """The round job. Each step's result is kept in the job's result and the round's row."""
-    store, sv = ctx.store, ctx.services
+    store = ctx.store
     dataset, round_id = ctx.params["dataset"], ctx.params["round_id"]
     rnd = get_round(store, round_id)
     number = rnd["number"]
@@ -203,19 +234,19 @@ def run_round(ctx: JobContext) -> dict:
                               "trigger": ctx.params.get("trigger")}
     client = None
     try:
-        client = sv_studio(sv)   # None: no Label Studio configured; the selection stays in the store
+        client = ctx.studio() if ctx.studio is not None else None   # None: the selection stays in the store
 
         ctx.progress(0.01, "step 1/5: pull annotations from Label Studio", force=True)
         if client is not None and ls_project(store, dataset) is not None:
-            result["pulled"] = plain(sv.pull_annotations(store, dataset, client))
+            result["pulled"] = plain(pull_annotations(store, dataset, client))
         used = count_annotations(store, dataset)
         result["annotations_used"] = used
         _set_round(store, round_id, annotations_used=used)
 
         # training takes the snapshot itself (curation.versions.snapshot), so the run names it
         ctx.progress(0.05, "step 2/5: snapshot and train", force=True)
-        run = call_with_supported(sv.train, store, dataset, _train_config(cfg["round_train"]),
-                                  progress=ctx.step_progress(0.05, 0.7, "step 2/5: snapshot and train"))
+        run = train(store, dataset, TrainConfig(**cfg["round_train"]),
+                    progress=ctx.step_progress(0.05, 0.7, "step 2/5: snapshot and train"))
         run_id = run["run_id"]
         result["run_id"], result["snapshot_id"] = run_id, run.get("snapshot_id")
         result["metrics"] = plain(run.get("metrics"))
@@ -231,26 +262,25 @@ def run_round(ctx: JobContext) -> dict:
             return result
 
         ctx.progress(0.7, "step 3/5: score the pool", force=True)
-        scored = call_with_supported(sv.score, store, run_id, dataset,
-                                     progress=ctx.step_progress(0.7, 0.9, "step 3/5: score the pool"))
-        result["scored"] = scored.get("scored") if isinstance(scored, dict) else scored
+        scored = score(store, run_id, dataset, progress=ctx.step_progress(0.7, 0.9, "step 3/5: score the pool"))
+        result["scored"] = scored["scored"]
 
         ctx.progress(0.9, "step 4/5: select", force=True)
-        sel = _select(sv, store, run_id, cfg, number)
+        sel = select_round(store, run_id, cfg, number)
         if sel is None:
             result.update(selection_id=None, selected=0, tasks_pushed=0,
                           push={"skipped": "pool exhausted: every scored record is labeled or pending"})
             _set_round(store, round_id, status="succeeded", tasks_pushed=0, finished_at=now())
             return result
-        result["selection_id"] = sel.get("selection_id")
-        result["selected"] = sel.get("n")
+        result["selection_id"] = sel["selection_id"]
+        result["selected"] = sel["n"]
         _set_round(store, round_id, selection_id=result["selection_id"])
 
         ctx.progress(0.95, "step 5/5: push to Label Studio", force=True)
         if client is not None:
-            pushed = sv.push_selection(store, result["selection_id"], run_id=run_id, client=client)
+            pushed = push_selection(store, result["selection_id"], run_id=run_id, client=client)
             result["push"] = plain(pushed)
-            tasks_pushed = _count_pushed(pushed)
+            tasks_pushed = pushed["created"]
         else:
             result["push"] = {"skipped": "no Label Studio configured (CURATE_LS_URL, CURATE_LS_TOKEN); the "
                                          "selection is in store.selections"}
@@ -262,48 +292,22 @@ def run_round(ctx: JobContext) -> dict:
         _set_round(store, round_id, status="failed", finished_at=now(), error=f"{type(e).__name__}: {e}")
         raise
     finally:
-        if client is not None and hasattr(client, "close"):
+        if client is not None:
             client.close()
 
 
-def _select(sv: Services, store: Store, run_id: str, cfg: dict, number: int) -> dict | None:
+def select_round(store: Store, run_id: str, cfg: dict, number: int) -> dict | None:
     """Select `round_size` records; near the end of the pool, as many as are left (None: none left)."""
-    from labeling.active import PoolExhausted
-
     n = cfg["round_size"]
     for _ in range(2):
         try:
-            return call_with_supported(sv.select, store, run_id, cfg["round_strategy"], n,
-                                       seed=cfg["round_seed"] + number, round=number)
+            return select(store, run_id, cfg["round_strategy"], n, seed=cfg["round_seed"] + number, round=number)
         except PoolExhausted as e:
             n = e.available
             if n == 0:
                 return None
             log.info("round %d: pool has %d selectable records (< round_size %d)", number, n, cfg["round_size"])
     return None
-
-
-def plain(obj: Any) -> Any:
-    """JSON-ready copy (numpy values, dates)."""
-    def default(o: Any) -> Any:
-        return o.tolist() if hasattr(o, "tolist") else str(o)
-
-    return json.loads(json.dumps(obj, default=default))
-
-
-def _count_pushed(pushed: Any) -> int:
-    if isinstance(pushed, dict):
-        for key in ("created", "tasks_pushed", "pushed"):
-            if isinstance(pushed.get(key), int):
-                return pushed[key]
-        return 0
-    return int(pushed or 0)
-
-
-def sv_studio(sv: Services) -> Any:
-    """The Label Studio client the services carry (None where none is configured)."""
-    factory = getattr(sv, "studio", None)
-    return factory() if factory is not None else None
 
 
 @retry_hook("round")
@@ -313,8 +317,6 @@ def _retry_round(store: Store, job: dict) -> dict:
     with _round_lock:
         current = active_round(store, dataset)
         if current is not None:
-            from api.jobs import JobConflict
-
             raise JobConflict(f"dataset {dataset} already has round {current['round_id']} {current['status']} "
                               f"(job {current['job_id']}); wait for it instead of retrying")
         row = _new_round_row(store, dataset, f"retry:{job['job_id']}")
@@ -335,12 +337,12 @@ class RecorderStats:
 class EventRecorder:
     """Queue of Label Studio events, stored by one thread so the webhook answers without waiting on the writer.
 
-    `handle(payload)` is `labeling.studio.handle_webhook(store, payload)`; after each event the recorder checks
+    Each event goes to `labeling.studio.handle_webhook(store, payload)`; after each event the recorder checks
     the round trigger of the event's dataset. Failures are counted (by action) and logged, never swallowed.
     """
 
-    def __init__(self, store: Store, runner: JobRunner, services_fn: Callable[[], Services]):
-        self.store, self.runner, self.services_fn = store, runner, services_fn
+    def __init__(self, store: Store, runner: JobRunner):
+        self.store, self.runner = store, runner
         self.stats = RecorderStats()
         self._q: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="curate-events", daemon=True)
@@ -377,9 +379,8 @@ class EventRecorder:
 
     def _handle(self, payload: dict) -> None:
         action = str(payload.get("action") or "unknown")
-        services = self.services_fn()
         try:
-            services.handle_webhook(self.store, payload)
+            handle_webhook(self.store, payload)
             self.stats.recorded += 1
         except Exception as e:  # noqa: BLE001 - counted by action and logged; the recorder must keep running
             self.stats.failed += 1
@@ -391,7 +392,7 @@ class EventRecorder:
         if dataset is None or not action.startswith("ANNOTATION"):
             return
         try:
-            if maybe_trigger(self.store, self.runner, services, dataset):
+            if maybe_trigger(self.store, self.runner, dataset):
                 self.stats.rounds_started += 1
         except Exception as e:  # noqa: BLE001 - counted and logged; the recorder must keep running
             self.stats.failed += 1

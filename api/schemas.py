@@ -1,4 +1,8 @@
-"""Request and response bodies of the service (separate in/out models; responses never echo secrets)."""
+"""Request and response bodies of the service (separate in/out models; responses never echo secrets).
+
+Out models allow extra fields: a stage's result passes through whole, the model names the fields clients rely
+on. Timestamps a route reads from the store come as ISO text (`str`).
+"""
 
 import datetime as dt
 from typing import Any, Generic, Literal, TypeVar
@@ -21,10 +25,6 @@ class ErrorDetail(BaseModel):
     code: str = Field(description="stable machine-readable code, e.g. `not_found`, `unauthorized`")
     message: str = Field(description="what went wrong and what to do")
     details: list[dict] | None = Field(None, description="per-field problems of a request that does not validate")
-
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail
 
 
 class Page(BaseModel, Generic[T]):
@@ -82,11 +82,29 @@ class RecordOut(_Out):
     split: str | None = None
 
 
+class DatasetSettingsOut(_Out):
+    """The settings just written (only those the request set)."""
+
+    round_every: int | None = None
+    round_size: int | None = None
+    round_strategy: str | None = None
+    round_seed: int | None = None
+    round_train: dict | None = None
+
+
 class IngestOut(_Out):
     dataset: str
+    file: str | None = Field(description="the uploaded file's name")
+    format: str
     rows_read: int
     accepted: int
     quarantined: int
+    duplicates: int
+    labeled: int
+    ingest_id: int | None
+    labels: list[str]
+    quarantined_by_rule: dict[str, int]
+    contract_version: str
 
 
 # -- SQL -----------------------------------------------------------------------------------------------------
@@ -104,8 +122,51 @@ class SqlOut(_Out):
 
 
 # -- weak supervision, splits, augmentation ------------------------------------------------------------------
+class LfSetOut(_Out):
+    """An applied LF file or imported votes (`status`: applied, imported, or unchanged)."""
+
+    dataset: str | None = None
+    lf_set_id: str | None = None
+    status: str
+
+
+class LfReportOut(_Out):
+    dataset: str
+    lf_set_id: str
+    lfs: list[dict] = Field(description="per LF: polarity, coverage, overlaps, conflicts, empirical accuracy")
+    total: dict
+
+
 class LabelModelIn(_In):
     kind: str = Field("snorkel", description="label model kind (see `curate label-model --help`)")
+
+
+class LabelModelOut(_Out):
+    dataset: str
+    model_id: str
+    kind: str
+    lf_set_id: str | None
+
+
+class SplitOut(_Out):
+    dataset: str
+    counts: dict[str, int] = Field(description="records per split")
+    crossing_components: int
+
+
+class SplitCheckOut(_Out):
+    dataset: str
+    split_id: str | None
+    ok: bool = Field(description="no component crosses splits and no augmented record is outside train")
+    counts: dict[str, int]
+    crossing_components: int
+    leaking_records: int
+
+
+class AugmentOut(_Out):
+    dataset: str
+    made: int
+    inserted: int
 
 
 class SplitIn(_In):
@@ -135,12 +196,70 @@ class ScoreIn(_In):
     include_labeled: bool = False
 
 
+class RunOut(_Out):
+    """A training run (one row of `runs`; `GET /runs/{id}` adds config, data_counts, history, adapter_path)."""
+
+    run_id: str
+    dataset: str
+    snapshot_id: str | None = None
+    status: str
+    metrics: Any = None
+    error: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+class PredictionOut(_Out):
+    record_id: int
+    text: str
+    label: str | None
+    probs: list[float]
+    confidence: float | None
+    least_confidence: float | None
+    margin: float | None
+    entropy: float | None
+    scored_at: str | None
+
+
 class SelectIn(_In):
     run_id: str
     strategy: str = "least_confidence"
     n: int = Field(50, ge=1, le=100_000)
     seed: int = 0
     round: int | None = None
+
+
+class SelectionOut(_Out):
+    """A new selection: the chosen records, most informative first, with their scores."""
+
+    selection_id: str
+    dataset: str
+    round: int | None
+    run_id: str
+    strategy: str
+    n: int
+    record_ids: list[int]
+    scores: list[float]
+
+
+class SelectionSummaryOut(_Out):
+    selection_id: str
+    dataset: str
+    round: int | None
+    run_id: str | None
+    strategy: str
+    n: int
+    created_at: str | None
+
+
+class SelectedRecordOut(_Out):
+    record_id: int
+    rank: int
+    score: float | None
+    strategy: str
+    round: int | None
+    run_id: str | None
+    text: str
 
 
 class RoundIn(_In):
@@ -193,10 +312,24 @@ class WebhookAck(_Out):
 
 
 # -- Label Studio ML backend -------------------------------------------------------------------------------------
+class MlHealthOut(BaseModel):
+    status: Literal["UP"] = "UP"
+    model_class: str
+    v2: bool
+
+
 class MlSetupIn(BaseModel):
     model_config = ConfigDict(extra="allow")
     project: str | None = None
     schema_: str | None = Field(None, alias="schema")
+
+
+class MlSetupOut(BaseModel):
+    model_version: str = Field(description="the run that predicts (or `curate-untrained`)")
+
+
+class MlVersionsOut(BaseModel):
+    versions: list[str] = Field(description="succeeded run ids, newest first")
 
 
 class MlPredictIn(BaseModel):
@@ -216,3 +349,20 @@ class MlPrediction(BaseModel):
 class MlPredictOut(BaseModel):
     results: list[MlPrediction]
     model_version: str | None = None
+
+
+class MlWebhookOut(_Out):
+    """START_TRAINING: the round it queued (or the one already queued); other events: how many wait to be stored."""
+
+    status: Literal["ok"] = "ok"
+    action: Any = None
+    queued: int | None = None
+    created: bool | None = None
+    job_id: str | None = None
+    round_id: str | None = None
+
+
+class MlTrainOut(_Out):
+    status: Literal["ok"] = "ok"
+    job: str | None = Field(description="the round's job id")
+    round_id: str

@@ -1,7 +1,8 @@
 """The service: auth, paging, filters, error bodies, jobs (crash recovery, retry), rounds, webhook, ML backend.
 
-Training and Label Studio are replaced by small fakes injected through `Services` (the real stages are exercised
-in their own tests and in tests/integration); SQL, ingest and active-learning selection are the real ones.
+Training and Label Studio are replaced by small fakes swapped in with `monkeypatch` where the round loop and the
+routes look them up (`api.rounds`, `api.routes.*`; the real stages are exercised in their own tests and in
+tests/integration); SQL, ingest and active-learning selection are the real ones.
 """
 
 import base64
@@ -14,8 +15,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from api.app import create_app, get_services
-from api.services import Services
+from api import rounds
+from api.app import create_app
+from api.routes import ml_backend
+from api.routes import sql as sql_routes
 from curation.store import now
 from tests.helpers import make_dataset
 
@@ -77,25 +80,36 @@ class FakePipeline:
         self.events.append(payload)
         return handle_webhook(store, payload)
 
-    def services(self) -> Services:
-        return Services(train=self.train, score=self.score, push_selection=self.push_selection,
-                        handle_webhook=self.handle_webhook, pull_annotations=lambda store, dataset, client: {},
-                        studio=self.studio)
+    def install(self, monkeypatch):
+        """Swap the stages the round loop calls (looked up on this object at call time, so a test may replace
+        one of its methods later)."""
+        monkeypatch.setattr(rounds, "train", lambda *a, **k: self.train(*a, **k))
+        monkeypatch.setattr(rounds, "score", lambda *a, **k: self.score(*a, **k))
+        monkeypatch.setattr(rounds, "push_selection", lambda *a, **k: self.push_selection(*a, **k))
+        monkeypatch.setattr(rounds, "handle_webhook", lambda *a, **k: self.handle_webhook(*a, **k))
+        monkeypatch.setattr(rounds, "pull_annotations", lambda store, dataset, client: {})
 
     def studio(self):
-        return object()   # the fakes ignore the client
+        return FakeStudioClient()   # the fakes ignore the client
+
+
+class FakeStudioClient:
+    def close(self):
+        pass
 
 
 @pytest.fixture
-def fake():
-    return FakePipeline()
+def fake(monkeypatch):
+    pipeline = FakePipeline()
+    pipeline.install(monkeypatch)
+    return pipeline
 
 
 def _client(store, fake, *, key=KEY, secret=SECRET):
     settings = store.settings.model_copy(update={
         "api_key": SecretStr(key) if key else None, "webhook_secret": SecretStr(secret) if secret else None})
     store.settings = settings
-    app = create_app(settings, store, services=fake.services())
+    app = create_app(settings, store, studio=fake.studio)
     return TestClient(app, raise_server_exceptions=False)
 
 
@@ -212,12 +226,12 @@ def test_error_bodies_are_json_without_traceback(client, store):
     assert r.status_code == 404
 
 
-def test_unexpected_error_is_a_500_without_traceback_or_secret(store, fake):
+def test_unexpected_error_is_a_500_without_traceback_or_secret(store, fake, monkeypatch):
     def broken(*a, **k):
         raise RuntimeError(f"database password is {KEY}")
 
     with _client(store, fake) as c:
-        c.app.dependency_overrides[get_services] = lambda: Services(run_sql=broken)
+        monkeypatch.setattr(sql_routes, "run_sql", broken)
         r = c.post("/sql", json={"query": "SELECT 1"})
     assert r.status_code == 500
     body = r.json()
@@ -391,14 +405,13 @@ class FakeModel:
         return np.array([[0.2, 0.8] if "buy" in t else [0.7, 0.3] for t in texts])
 
 
-def test_ml_backend_setup_predict_versions_and_start_training(store, fake):
+def test_ml_backend_setup_predict_versions_and_start_training(store, fake, monkeypatch):
     ids = _pool(store)
     model = FakeModel()
-    services = fake.services()
-    services.load_model = lambda run_dir: model
+    monkeypatch.setattr(ml_backend, "load_model", lambda run_dir: model)
     store.settings = store.settings.model_copy(update={"webhook_secret": SecretStr(SECRET)})
     auth = {"Authorization": "Basic " + base64.b64encode(f"x:{SECRET}".encode()).decode()}
-    with TestClient(create_app(store.settings, store, services=services), raise_server_exceptions=False) as c:
+    with TestClient(create_app(store.settings, store, studio=fake.studio), raise_server_exceptions=False) as c:
         assert c.post("/ml/setup", json={"project": "7.1700000000"}, headers=auth).json() == {
             "model_version": "curate-untrained"}
         assert c.post("/ml/setup", json={"project": "99.1"}, headers=auth).status_code == 404

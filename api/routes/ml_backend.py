@@ -18,43 +18,29 @@ How Label Studio 1.23 calls it (see DESIGN.md §4):
 - `POST /ml/webhook`: `START_TRAINING` (the "Start training" button) queues a round; annotation events are stored
   like those of `/webhooks/labelstudio`;
 - `GET /ml/versions` → `{"versions": [run ids, newest first]}`.
+
+Tests swap the model loader with `monkeypatch.setattr(api.routes.ml_backend, "load_model", fake)`.
 """
 
 import logging
 import xml.etree.ElementTree as ET
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
-from api import rounds as rounds_mod
 from api import schemas as S
+from api.deps import StateDep, StoreDep, WebhookAuth, json_body
+from api.rounds import dataset_of_project, request_round
 from curation.errors import InputError, NotFound
 from curation.store import Store
+from training.score import load_model
 
 log = logging.getLogger(__name__)
 
 UNTRAINED = "curate-untrained"
 
-
-def _deps() -> Any:
-    # imported here: api.app imports this module
-    from api import app as app_mod
-
-    return app_mod
-
-
-def _auth(request: Request) -> None:
-    _deps().require_webhook_token(request)
-
-
-router = APIRouter(dependencies=[Depends(_auth)])
-
-
-def _store(request: Request) -> Store:
-    return _deps().get_state(request).store
-
-
-StoreDep = Annotated[Store, Depends(_store)]
+router = APIRouter(dependencies=WebhookAuth)
 
 
 def project_id(uid: Any) -> int | None:
@@ -73,7 +59,7 @@ def dataset_for(store: Store, uid: Any) -> str:
     pid = project_id(uid)
     if pid is None:
         raise InputError("the request names no project; Label Studio sends `project` as '<id>.<timestamp>'")
-    dataset = rounds_mod.dataset_of_project(store, pid)
+    dataset = dataset_of_project(store, pid)
     if dataset is None:
         known = store.query("SELECT project_id, dataset FROM store.ls_projects ORDER BY project_id")
         raise NotFound(f"Label Studio project {pid} is not linked to a dataset (known: "
@@ -83,8 +69,6 @@ def dataset_for(store: Store, uid: Any) -> str:
 
 def latest_run(store: Store, dataset: str) -> tuple[str, str] | None:
     """(run_id, run_dir) of the dataset's newest succeeded run with an adapter."""
-    from pathlib import Path
-
     row = store.query("SELECT run_id, adapter_path FROM store.runs WHERE dataset = ? AND status = 'succeeded' "
                       "AND adapter_path IS NOT NULL ORDER BY finished_at DESC NULLS LAST, started_at DESC LIMIT 1",
                       [dataset])
@@ -114,7 +98,7 @@ def parse_label_config(config: str | None) -> dict:
     return out
 
 
-def _record_id(task: dict) -> int | None:
+def record_id_of(task: dict) -> int | None:
     data = task.get("data") or {}
     for holder in (data, task.get("meta") or {}, data.get("meta") if isinstance(data.get("meta"), dict) else {}):
         rid = holder.get("record_id")
@@ -126,19 +110,19 @@ def _record_id(task: dict) -> int | None:
     return None
 
 
-@router.get("/health")
+@router.get("/health", response_model=S.MlHealthOut)
 def health() -> dict:
     return {"status": "UP", "model_class": "curate", "v2": True}
 
 
-@router.post("/setup")
+@router.post("/setup", response_model=S.MlSetupOut)
 def setup(body: S.MlSetupIn, store: StoreDep) -> dict:
     dataset = dataset_for(store, body.project)
     run = latest_run(store, dataset)
     return {"model_version": run[0] if run else UNTRAINED}
 
 
-@router.get("/versions")
+@router.get("/versions", response_model=S.MlVersionsOut)
 def versions(store: StoreDep) -> dict:
     rows = store.query("SELECT run_id FROM store.runs WHERE status = 'succeeded' "
                        "ORDER BY finished_at DESC NULLS LAST, run_id")
@@ -146,7 +130,7 @@ def versions(store: StoreDep) -> dict:
 
 
 @router.post("/predict", response_model=S.MlPredictOut)
-def predict(body: S.MlPredictIn, request: Request, store: StoreDep) -> dict:
+def predict(body: S.MlPredictIn, store: StoreDep) -> dict:
     """One prediction per task, in order; stored predictions first, the cached model for the rest."""
     dataset = dataset_for(store, body.project)
     run = latest_run(store, dataset)
@@ -158,7 +142,7 @@ def predict(body: S.MlPredictIn, request: Request, store: StoreDep) -> dict:
     labels = store.dataset(dataset)["labels"]
 
     probs: list[list[float] | None] = [None] * len(body.tasks)
-    rids = [_record_id(t) for t in body.tasks]
+    rids = [record_id_of(t) for t in body.tasks]
     known = [r for r in rids if r is not None]
     if known:
         stored = dict(store.query("SELECT record_id, probs FROM store.predictions WHERE run_id = ? AND record_id "
@@ -174,10 +158,9 @@ def predict(body: S.MlPredictIn, request: Request, store: StoreDep) -> dict:
                 raise InputError(f"task {body.tasks[i].get('id')}: data has no text field "
                                  f"{cfg['data_key']!r} (keys: {', '.join(sorted(data)) or 'none'})")
             texts.append(text)
-        services = _deps().current_services(request.app)
-        model = services.load_model(run_dir)
+        model = load_model(run_dir)
         computed = model.predict_proba(texts)
-        model_labels = list(getattr(model, "labels", labels))
+        model_labels = list(model.labels)
         if model_labels != labels:
             raise InputError(f"run {run_id} predicts {model_labels}; dataset {dataset} has labels {labels}")
         for i, row in zip(todo, computed):
@@ -195,29 +178,23 @@ def predict(body: S.MlPredictIn, request: Request, store: StoreDep) -> dict:
     return {"results": results, "model_version": run_id}
 
 
-@router.post("/webhook")
-async def webhook(request: Request) -> dict:
+@router.post("/webhook", response_model=S.MlWebhookOut, response_model_exclude_unset=True)
+async def webhook(request: Request, state: StateDep) -> dict:
     """START_TRAINING queues a round (answered at once); other events are queued for the recorder."""
-    app_mod = _deps()
-    payload = await app_mod._json_body(request)
-    state = app_mod.get_state(request)
+    payload = await json_body(request)
     action = payload.get("action")
     if action == "START_TRAINING":
         dataset = dataset_for(state.store, payload.get("project"))
-        out = rounds_mod.request_round(state.store, state.runner, app_mod.current_services(request.app), dataset,
-                                       trigger="label_studio")
+        out = request_round(state.store, state.runner, dataset, trigger="label_studio")
         return {"status": "ok", "action": action, "created": out["created"], "job_id": out["job_id"],
                 "round_id": out["round"]["round_id"]}
     return {"status": "ok", "action": action, "queued": state.recorder.put(payload)}
 
 
-@router.post("/train")
-async def train(request: Request) -> dict:
+@router.post("/train", response_model=S.MlTrainOut)
+async def train(request: Request, state: StateDep) -> dict:
     """The older protocol (before LS's START_TRAINING webhook): same as START_TRAINING."""
-    app_mod = _deps()
-    payload = await app_mod._json_body(request)
-    state = app_mod.get_state(request)
+    payload = await json_body(request)
     dataset = dataset_for(state.store, payload.get("project"))
-    out = rounds_mod.request_round(state.store, state.runner, app_mod.current_services(request.app), dataset,
-                                   trigger="label_studio")
+    out = request_round(state.store, state.runner, dataset, trigger="label_studio")
     return {"status": "ok", "job": out["job_id"], "round_id": out["round"]["round_id"]}

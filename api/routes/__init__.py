@@ -1,0 +1,1 @@
+"""One APIRouter per resource; `api.app` includes them all (`ROUTERS`), the ML backend under `/ml`."""
