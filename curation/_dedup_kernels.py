@@ -129,3 +129,44 @@ def band_keys(sig, bands, rows):
                 key = _mix1(key * _P + np.uint64(sig[i, q]))
             out[b, i] = key
     return out
+
+
+@njit(cache=True, parallel=True)
+def minhash(tok, offsets, a, b, out):
+    """out[i, p] = min over document i's shingle hashes h of the top 32 bits of (a[p] * h + b[p]) mod 2^64
+    (multiply-shift universal hashing; a odd). A document without shingles keeps 0xFFFFFFFF everywhere."""
+    n = len(offsets) - 1
+    m = len(a)
+    for i in prange(n):
+        row = np.full(m, np.uint32(0xFFFFFFFF), dtype=np.uint32)
+        for j in range(offsets[i], offsets[i + 1]):
+            h = tok[j]
+            for p in range(m):
+                v = np.uint32((a[p] * h + b[p]) >> np.uint64(32))
+                row[p] = min(row[p], v)
+        out[i, :] = row
+
+
+@njit(cache=True)
+def _run_pairs(packed, mask, max_bucket, out, count_only):
+    """Pairs (a < b, as a * n + b is formed by the caller) of row indexes in runs of equal high bits of the
+    sorted `packed` (key high bits | row index low bits): each row with its next `max_bucket - 1` run members.
+    Returns the number of pairs; fills out[:, 0/1] unless count_only."""
+    n = len(packed)
+    c = 0
+    i = 0
+    hi = ~mask
+    while i < n:
+        j = i + 1
+        while j < n and (packed[j] & hi) == (packed[i] & hi):
+            j += 1
+        if j - i >= 2:
+            for x in range(i, j):
+                end = min(j, x + max_bucket)
+                for y in range(x + 1, end):
+                    if not count_only:
+                        out[c, 0] = np.int64(packed[x] & mask)
+                        out[c, 1] = np.int64(packed[y] & mask)
+                    c += 1
+        i = j
+    return c

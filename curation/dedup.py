@@ -21,7 +21,6 @@ and the verified pairs out. The store edge is `curation.splits`.
 """
 
 import functools
-import itertools
 import logging
 import math
 import time
@@ -41,7 +40,6 @@ _DEFAULT_K = {"char": 5, "word": 1}
 _P = np.uint64(0x100000001B3)  # FNV prime: the polynomial base of the rolling k-gram hash
 _MASK64 = (1 << 64) - 1
 _PAIR_CHUNK = 1 << 17     # pairs compared at a time (bounds memory: 130 permutations x 4 bytes x 2 per pair)
-_SIG_CHUNK = 1 << 16      # signatures read back from rensa at a time
 
 
 @dataclass(frozen=True)
@@ -217,21 +215,10 @@ def shingle_hashes(norm: pl.Series | Sequence[str], kind: str = "char", k: int =
     raise InputError(f"shingle {kind!r}: unknown; valid: {', '.join(SHINGLES)}")
 
 
-# -- MinHash LSH candidates -----------------------------------------------------------------------------
-def _rensa():
-    try:
-        import rensa
-    except ImportError as e:  # pragma: no cover - rensa is a dependency
-        raise InputError("near-duplicate detection needs `rensa` (pip install rensa)") from e
-    return rensa
-
-
-def _digests(tok: np.ndarray, offsets: np.ndarray, num_perm: int, seed: int):
-    rensa = _rensa()
-    return rensa.RMinHash.digest_matrix_from_flat_token_hashes(
-        np.ascontiguousarray(tok, dtype=np.uint64), np.ascontiguousarray(offsets, dtype=np.uint64), num_perm, seed)
-
-
+# -- MinHash signatures, LSH banding, candidates, verification ------------------------------------------
+# The core is four pure functions over arrays, composed by `find_duplicates` (and by a distributed engine:
+# signatures per block, band keys shuffled by key, pairs from each key group, verification, components):
+#   signatures / minhash_signatures -> band_keys -> candidate_pairs_from_keys -> verify -> connected_components
 def _gather(tok: np.ndarray, offsets: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The shingles of a subset of documents, re-packed (tokens, offsets)."""
     lens = offsets[docs + 1] - offsets[docs]
@@ -241,68 +228,154 @@ def _gather(tok: np.ndarray, offsets: np.ndarray, docs: np.ndarray) -> tuple[np.
     return tok[idx], sub_off
 
 
-def _band_pairs(sig: np.ndarray, bands: int, rows: int, max_bucket: int, min_estimate: float) -> np.ndarray:
-    """Row pairs (a < b) that share a band of the signature matrix and whose MinHash estimate of Jaccard is at
-    least `min_estimate`. A bucket larger than `max_bucket` pairs each row with its next `max_bucket - 1`
-    neighbours only (sorted-neighbourhood), which keeps it connected."""
-    out = []
-    n = sig.shape[0]
-    need = math.ceil(min_estimate * sig.shape[1] - 1e-9)
+def perm_params(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (a, b) of the `num_perm` hash functions h -> top 32 bits of (a * h + b) mod 2^64 (a odd), drawn from
+    `seed`: the same seed gives the same signatures in every process and block."""
+    rng = np.random.default_rng(seed)
+    top = np.iinfo(np.uint64).max
+    a = rng.integers(0, top, size=num_perm, dtype=np.uint64, endpoint=True) | np.uint64(1)
+    b = rng.integers(0, top, size=num_perm, dtype=np.uint64, endpoint=True)
+    return a, b
+
+
+def minhash_signatures(tok: np.ndarray, offsets: np.ndarray, num_perm: int, seed: int = 1) -> np.ndarray:
+    """MinHash signatures (uint32, (n, num_perm)) of the shingle hashes of each document (`shingle_hashes`'s
+    tokens and offsets). Multiply-shift hashing of the already mixed 64-bit shingle hashes; a document without
+    shingles gets 0xFFFFFFFF everywhere (callers keep it out of banding)."""
+    a, b = perm_params(num_perm, seed)
+    tok = np.ascontiguousarray(tok, dtype=np.uint64)
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    n = len(offsets) - 1
+    out = np.empty((n, num_perm), dtype=np.uint32)
     kern = _kernels()
     if kern is not None:
-        all_keys = kern.band_keys(sig, bands, rows)
-    for b in range(bands):
-        if kern is not None:
-            key = all_keys[b]
-        else:
+        kern.minhash(tok, offsets, a, b, out)
+        return out
+    out.fill(0xFFFFFFFF)
+    lens = np.diff(offsets)
+    shift = np.uint64(32)
+    step = max(1, (1 << 22) // max(1, num_perm))   # shingles hashed at a time
+    lo = 0
+    while lo < n:
+        hi = lo + 1
+        while hi < n and offsets[hi + 1] - offsets[lo] <= step:
+            hi += 1
+        docs = np.arange(lo, hi)[lens[lo:hi] > 0]
+        if len(docs):
+            t = tok[offsets[lo]:offsets[hi]]
             with np.errstate(over="ignore"):
-                key = np.zeros(n, dtype=np.uint64)
-                for c in sig[:, b * rows:(b + 1) * rows].T:
-                    key = _mix(key * _P + c.astype(np.uint64))
-        order = np.argsort(key)
-        ks = key[order]
-        new = np.empty(n, dtype=bool)
-        new[0] = True
-        new[1:] = ks[1:] != ks[:-1]
-        bucket = np.cumsum(new) - 1
-        size = np.bincount(bucket)[bucket]
-        keep = size >= 2
-        members, mb, msize = order[keep], bucket[keep], size[keep]
-        within = np.lexsort((members, mb))   # rows of a bucket in row order: windows do not depend on the sort
-        members, mb, msize = members[within], mb[within], msize[within]
-        for d in range(1, max_bucket):
-            if len(members) <= d:
-                break
-            same = mb[:-d] == mb[d:]
-            if not same.any():
-                break
-            a, c = members[:-d][same], members[d:][same]
-            out.append(np.minimum(a, c).astype(np.int64) * n + np.maximum(a, c))
-            big = msize > d + 1  # buckets that still have pairs at distance d+1
-            members, mb, msize = members[big], mb[big], msize[big]
-        if len(out) > 1 and sum(len(x) for x in out) > _PAIR_CHUNK * 256:   # bound memory
-            out = [_estimate_filter(sig, np.concatenate(out), need, kern)]
-    if not out:
-        return np.empty((0, 2), dtype=np.int64)
-    keys = _estimate_filter(sig, np.concatenate(out), need, kern)
-    return np.stack([keys // n, keys % n], axis=1)
+                v = ((t[:, None] * a[None, :] + b[None, :]) >> shift).astype(np.uint32)
+            out[docs] = np.minimum.reduceat(v, offsets[docs] - offsets[lo], axis=0)
+        lo = hi
+    return out
 
 
-def _estimate_filter(sig: np.ndarray, keys: np.ndarray, need: int, kern) -> np.ndarray:
-    """The distinct pair keys (a * n + b) whose signatures agree in at least `need` positions: the filter runs
-    first (pairs repeat across bands, and most fail it), then the survivors are de-duplicated."""
+def signatures(texts: pl.Series | Sequence[str], config: DedupConfig | None = None, *,
+               normalised: bool = False) -> np.ndarray:
+    """MinHash signatures of a block of texts under `config` (its shingles, banding size and seed): uint32
+    (len(texts), bands * rows). Texts are normalised first unless `normalised`."""
+    config = config or DedupConfig()
+    s = texts if isinstance(texts, pl.Series) else pl.Series("text", list(texts), dtype=pl.String)
+    norm = s if normalised else normalise_series(s.fill_null(""))
+    bands, rows = config.banding()
+    tok, offsets = shingle_hashes(norm, config.shingle, config.shingle_size)
+    return minhash_signatures(tok, offsets, bands * rows, config.seed)
+
+
+def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """keys[b, i]: a 64-bit hash of row i's band b (signature columns b*rows .. b*rows+rows-1); rows that agree
+    on a whole band share its key. (bands, n) uint64."""
+    if sig.shape[1] < bands * rows:
+        raise InputError(f"signatures have {sig.shape[1]} columns; banding {bands}x{rows} needs {bands * rows}")
+    kern = _kernels()
+    if kern is not None:
+        return kern.band_keys(np.ascontiguousarray(sig), bands, rows)
     n = sig.shape[0]
-    keep = np.zeros(len(keys), dtype=bool)
-    step = _PAIR_CHUNK * 8
-    for lo in range(0, len(keys), step):
-        aa, cc = keys[lo:lo + step] // n, keys[lo:lo + step] % n
+    out = np.empty((bands, n), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for b in range(bands):
+            key = np.zeros(n, dtype=np.uint64)
+            for c in sig[:, b * rows:(b + 1) * rows].T:
+                key = _mix(key * _P + c.astype(np.uint64))
+            out[b] = key
+    return out
+
+
+def _run_pairs_numpy(packed: np.ndarray, mask: np.uint64, max_bucket: int) -> np.ndarray:
+    """numpy twin of `_dedup_kernels._run_pairs`."""
+    n = len(packed)
+    if n < 2:
+        return np.empty((0, 2), dtype=np.int64)
+    hi = packed & ~mask
+    members = (packed & mask).astype(np.int64)
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    new[1:] = hi[1:] != hi[:-1]
+    bucket = np.cumsum(new) - 1
+    size = np.bincount(bucket)[bucket]
+    keep = size >= 2
+    members, mb, msize = members[keep], bucket[keep], size[keep]
+    out = []
+    for d in range(1, max_bucket):
+        if len(members) <= d:
+            break
+        same = mb[:-d] == mb[d:]
+        if not same.any():
+            break
+        out.append(np.stack([members[:-d][same], members[d:][same]], axis=1))
+        big = msize > d + 1   # buckets that still have pairs at distance d+1
+        members, mb, msize = members[big], mb[big], msize[big]
+    return np.concatenate(out) if out else np.empty((0, 2), dtype=np.int64)
+
+
+def candidate_pairs_from_keys(keys: np.ndarray, *, max_bucket: int = 100, valid: np.ndarray | None = None
+                              ) -> np.ndarray:
+    """Distinct row pairs (a < b, int64 (m, 2), sorted) that share a band key in any band of `keys` ((bands, n)
+    from `band_keys`); rows where `valid` is False (e.g. texts without shingles) take part in none. A bucket
+    larger than `max_bucket` pairs each row with its next `max_bucket - 1` members in row order only
+    (sorted neighbourhood), which keeps it connected.
+
+    Each band is one sort of (key high bits | row index) — the row index in the low bits keeps a bucket's rows
+    in row order, so the pairs do not depend on the sort. Keys that agree on their high bits but not in full
+    share a bucket too; such rare false candidates fail verification."""
+    keys = np.atleast_2d(keys)
+    n = keys.shape[1]
+    if n < 2:
+        return np.empty((0, 2), dtype=np.int64)
+    nbits = max(1, (n - 1).bit_length())
+    if nbits > 40:
+        raise InputError(f"{n} rows in one candidate search: at most 2^40; split the band-key shuffle")
+    mask = np.uint64((1 << nbits) - 1)
+    idx = np.arange(n, dtype=np.uint64)
+    rows_ok = None if valid is None else np.flatnonzero(valid)
+    kern = _kernels()
+    found = []
+    for b in range(keys.shape[0]):
+        packed = (keys[b] & ~mask) | idx
+        if rows_ok is not None:
+            packed = packed[rows_ok]
+        packed.sort()
         if kern is not None:
-            agree = kern.agreement(sig, aa, cc)
+            m = kern._run_pairs(packed, mask, max_bucket, np.empty((0, 2), dtype=np.int64), True)
+            part = np.empty((m, 2), dtype=np.int64)
+            kern._run_pairs(packed, mask, max_bucket, part, False)
         else:
-            agree = np.concatenate([(sig[aa[i:i + _PAIR_CHUNK]] == sig[cc[i:i + _PAIR_CHUNK]]).sum(axis=1)
-                                    for i in range(0, len(aa), _PAIR_CHUNK)])
-        keep[lo:lo + len(aa)] = agree >= need
-    return np.unique(keys[keep])
+            part = _run_pairs_numpy(packed, mask, max_bucket)
+        found.append(part[:, 0] * n + part[:, 1])    # a < b: row order within a bucket
+    flat = np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
+    return np.stack([flat // n, flat % n], axis=1)
+
+
+def signature_agreement(sig: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Number of equal signature positions of each pair's two rows (int32, one per pair)."""
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    aa, cc = np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1])
+    kern = _kernels()
+    if kern is not None:
+        return kern.agreement(sig, aa, cc)
+    return np.concatenate([(sig[aa[i:i + _PAIR_CHUNK]] == sig[cc[i:i + _PAIR_CHUNK]]).sum(axis=1)
+                           for i in range(0, len(aa), _PAIR_CHUNK)] or [np.empty(0, dtype=np.int64)]
+                          ).astype(np.int32)
 
 
 def prefilter_estimate(threshold: float, num_perm: int, sigmas: float = 3.0) -> float:
@@ -312,42 +385,50 @@ def prefilter_estimate(threshold: float, num_perm: int, sigmas: float = 3.0) -> 
     return max(0.0, threshold - sigmas * math.sqrt(threshold * (1.0 - threshold) / num_perm))
 
 
+def verify(tok: np.ndarray, offsets: np.ndarray, pairs: np.ndarray, threshold: float, *,
+           sig: np.ndarray | None = None, sigmas: float = 3.0) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The candidate pairs whose exact Jaccard (of their shingle sets) reaches `threshold`: (pairs (m, 2),
+    similarity (m,), counts). With signatures, a pair whose MinHash estimate is more than `sigmas` standard
+    deviations below the threshold is dropped first (`prefilter_estimate`); no estimate makes an edge."""
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    stats: dict = {"lsh_pairs": len(pairs)}
+    if sig is not None and len(pairs):
+        est = prefilter_estimate(threshold, sig.shape[1], sigmas)
+        need = math.ceil(est * sig.shape[1] - 1e-9)
+        pairs = pairs[signature_agreement(sig, pairs) >= need]
+        stats["prefilter_estimate"] = round(est, 4)
+    stats["candidates"] = len(pairs)
+    sim = jaccard(tok, offsets, pairs)
+    ok = sim >= threshold - 1e-12
+    stats["near_pairs"] = int(ok.sum())
+    stats["candidates_rejected"] = int((~ok).sum())
+    return pairs[ok], sim[ok], stats
+
+
 def lsh_candidates(tok: np.ndarray, offsets: np.ndarray, *, bands: int, rows: int, seed: int = 1,
                    max_bucket: int = 100, threshold: float = 0.7, sigmas: float = 3.0) -> tuple[np.ndarray, dict]:
-    """Candidate document pairs (a < b, int64 (m, 2)) from MinHash LSH (rensa) over the shingles.
-
-    rensa computes the signatures and flags the documents that share any band with another one (in Rust, over
-    all documents); only those are read back and banded again here to name the pairs, and a pair is kept when
-    its MinHash estimate is within `sigmas` standard deviations of the threshold (`prefilter_estimate`).
-    Empty documents are never candidates."""
-    rensa = _rensa()
-    num_perm = bands * rows
-    docs = np.flatnonzero(offsets[1:] > offsets[:-1])
-    stats = {"lsh_docs": len(docs), "lsh_flagged": 0, "candidates": 0}
-    if len(docs) < 2:
-        return np.empty((0, 2), dtype=np.int64), stats
-    sub_tok, sub_off = _gather(tok, offsets, docs) if len(docs) < len(offsets) - 1 else (tok, offsets)
-    mat = _digests(sub_tok, sub_off, num_perm, seed)
-    del sub_tok
-    lsh = rensa.RMinHashLSH(threshold, num_perm, bands)
-    flags = np.fromiter(lsh.query_duplicate_flags_matrix_one_shot(mat), dtype=bool, count=len(docs))
-    del mat
-    flagged = docs[flags]
-    stats["lsh_flagged"] = len(flagged)
-    if len(flagged) < 2:
-        return np.empty((0, 2), dtype=np.int64), stats
-    sig = np.empty((len(flagged), num_perm), dtype=np.uint32)
-    for lo in range(0, len(flagged), _SIG_CHUNK):   # read the flagged signatures back, a chunk at a time
-        part = flagged[lo:lo + _SIG_CHUNK]
-        f_tok, f_off = _gather(tok, offsets, part)
-        rows_ = _digests(f_tok, f_off, num_perm, seed).to_rows()
-        sig[lo:lo + len(part)] = np.fromiter(itertools.chain.from_iterable(rows_), dtype=np.uint32,
-                                             count=len(part) * num_perm).reshape(len(part), num_perm)
-    est = prefilter_estimate(threshold, num_perm, sigmas)
-    pairs = flagged[_band_pairs(sig, bands, rows, max_bucket, est)]
+    """Candidate document pairs (a < b, int64 (m, 2)) from MinHash LSH over the shingles, kept when their
+    MinHash estimate is within `sigmas` standard deviations of the threshold. Empty documents are never
+    candidates. (The first stages of `find_duplicates`, for callers that verify on their own.)"""
+    valid = offsets[1:] > offsets[:-1]
+    sig = minhash_signatures(tok, offsets, bands * rows, seed)
+    pairs = candidate_pairs_from_keys(band_keys(sig, bands, rows), max_bucket=max_bucket, valid=valid)
+    stats = {"lsh_docs": int(valid.sum()), "lsh_flagged": _n_docs(pairs), "lsh_pairs": len(pairs)}
+    if len(pairs):
+        est = prefilter_estimate(threshold, bands * rows, sigmas)
+        pairs = pairs[signature_agreement(sig, pairs) >= math.ceil(est * bands * rows - 1e-9)]
+        stats["prefilter_estimate"] = round(est, 4)
     stats["candidates"] = len(pairs)
-    stats["prefilter_estimate"] = round(est, 4)
     return pairs, stats
+
+
+def _n_docs(pairs: np.ndarray) -> int:
+    """Distinct rows in a pair list."""
+    if not len(pairs):
+        return 0
+    seen = np.zeros(int(pairs.max()) + 1, dtype=bool)
+    seen[pairs.ravel()] = True
+    return int(seen.sum())
 
 
 def jaccard(tok: np.ndarray, offsets: np.ndarray, pairs: np.ndarray) -> np.ndarray:
@@ -431,33 +512,38 @@ def find_duplicates(texts: pl.Series | Sequence[str], groups: pl.Series | Sequen
         edges.append(pl.DataFrame({"a": rep_of_row[ex], "b": ex, "kind": "exact", "similarity": 1.0}))
     stats: dict = {"rows": n, "unique_texts": reps.height, "exact_duplicate_rows": len(ex)}
     if near and reps.height >= 2:
-        t, c = time.perf_counter(), time.process_time()
         bands, rws = config.banding()
+        t, c = time.perf_counter(), time.process_time()
         tok, offsets = shingle_hashes(reps["norm"], config.shingle, config.shingle_size)
         timings["shingle_s"] = time.perf_counter() - t
         cpu["shingle_s"] = time.process_time() - c
         step("shingle")
         t, c = time.perf_counter(), time.process_time()
-        cand, lstats = lsh_candidates(tok, offsets, bands=bands, rows=rws, seed=config.seed,
-                                      max_bucket=config.max_bucket, threshold=config.threshold)
-        stats.update(lstats)
+        sig = minhash_signatures(tok, offsets, bands * rws, config.seed)
+        timings["minhash_s"] = time.perf_counter() - t
+        cpu["minhash_s"] = time.process_time() - c
+        step("minhash")
+        t, c = time.perf_counter(), time.process_time()
+        valid = offsets[1:] > offsets[:-1]
+        cand = candidate_pairs_from_keys(band_keys(sig, bands, rws), max_bucket=config.max_bucket, valid=valid)
+        stats.update({"lsh_docs": int(valid.sum()), "lsh_flagged": _n_docs(cand)})
         timings["lsh_s"] = time.perf_counter() - t
         cpu["lsh_s"] = time.process_time() - c
         step("lsh")
         t, c = time.perf_counter(), time.process_time()
-        sim = jaccard(tok, offsets, cand)
-        ok = sim >= config.threshold - 1e-12
-        stats["near_pairs"] = int(ok.sum())
-        stats["candidates_rejected"] = int((~ok).sum())
+        near_pairs, sim, vstats = verify(tok, offsets, cand, config.threshold, sig=sig)
+        del sig
+        stats.update(vstats)
         rep_rows = reps["rep"].to_numpy()
-        if ok.any():
-            edges.append(pl.DataFrame({"a": rep_rows[cand[ok, 0]], "b": rep_rows[cand[ok, 1]], "kind": "near",
-                                       "similarity": sim[ok]}))
+        if len(near_pairs):
+            edges.append(pl.DataFrame({"a": rep_rows[near_pairs[:, 0]], "b": rep_rows[near_pairs[:, 1]],
+                                       "kind": "near", "similarity": sim}))
         timings["verify_s"] = time.perf_counter() - t
         cpu["verify_s"] = time.process_time() - c
         step("verify")
     else:
-        stats.update({"lsh_docs": 0, "lsh_flagged": 0, "candidates": 0, "near_pairs": 0, "candidates_rejected": 0})
+        stats.update({"lsh_docs": 0, "lsh_flagged": 0, "lsh_pairs": 0, "candidates": 0, "near_pairs": 0,
+                      "candidates_rejected": 0})
     if groups is not None:
         g = groups if isinstance(groups, pl.Series) else pl.Series("g", list(groups), dtype=pl.String)
         if len(g) != n:
