@@ -1,6 +1,7 @@
-"""What every CLI command shares: the store option, JSON/table output, progress bars, error handling.
+"""What every CLI command shares: the common options, JSON/table output, the progress bar, error handling.
 
-Command modules expose `register(app: typer.Typer)`; `cli` lists them.
+Command modules expose `register(app: typer.Typer)`; `cli` lists them. Commands that may ask a running server
+instead of the DB file get their data through `cli.backend`.
 """
 
 import contextlib
@@ -17,6 +18,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -32,6 +34,8 @@ out = Console()
 
 DbOption = Annotated[Path | None, typer.Option("--db", help="DuckDB file (env CURATE_DB, default ./curate.duckdb)")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON object")]
+NoProgressOption = Annotated[bool, typer.Option("--no-progress", help="no progress bar")]
+DatasetOption = Annotated[str, typer.Option("--dataset", "-d", help="dataset name")]
 ServerOption = Annotated[str | None, typer.Option("--server", envvar="CURATE_SERVER_URL",
                                                   help="a running `curate serve` to ask instead of the DB file")]
 
@@ -73,10 +77,6 @@ def handle_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=str))
-
-
 def emit(result: Any, as_json: bool, render: Callable[[Any], None] | None = None) -> None:
     """`--json`: exactly one JSON object on stdout. Otherwise a human rendering (default: key/value table)."""
     if as_json:
@@ -106,13 +106,28 @@ def frame_table(df: Any, title: str | None = None, max_rows: int = 50) -> None:
         out.print(f"... {df.height - max_rows} more rows")
 
 
+class Bar:
+    """What a command hands to a library's `progress=` callback: `advance(n)` for callbacks that report
+    increments, `update(done, total)` for callbacks that report how far they are."""
+
+    def __init__(self, progress: Progress | None = None, task: TaskID | None = None):
+        self._progress, self._task = progress, task
+
+    def advance(self, n: float = 1) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, n)
+
+    def update(self, done: float, total: float | None = None) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done, **({} if total is None else {"total": total}))
+
+
 @contextlib.contextmanager
-def progress_bar(description: str, total: float | None, enabled: bool = True) -> Iterator[Callable[[float], None]]:
-    """Yields `advance(n)`. Quiet when disabled (e.g. with --json or --no-progress)."""
+def progress_bar(description: str, total: float | None = None, enabled: bool = True) -> Iterator[Bar]:
+    """The one progress bar of the CLI (on stderr). Quiet when disabled (e.g. with --json or --no-progress)."""
     if not enabled:
-        yield lambda n=1: None
+        yield Bar()
         return
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console, transient=False) as p:
-        task = p.add_task(description, total=total)
-        yield lambda n=1: p.advance(task, n)
+        yield Bar(p, p.add_task(description, total=total))

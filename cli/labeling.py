@@ -7,6 +7,7 @@ import polars as pl
 import typer
 
 from cli.common import (
+    DatasetOption,
     DbOption,
     JsonOption,
     emit,
@@ -30,7 +31,6 @@ def register(app: typer.Typer) -> None:
     app.command("label")(label)
 
 
-DatasetOption = Annotated[str, typer.Option("--dataset", "-d", help="the dataset")]
 LfSetOption = Annotated[str | None, typer.Option("--lf-set", help="LF set id (default: the latest applied)")]
 
 
@@ -50,9 +50,9 @@ def lf_apply(
 
     with open_store(db) as store:
         total = store.one("SELECT count(*) FROM store.records WHERE dataset = ?", [dataset])
-        with progress_bar(f"lf apply {lfs.name}", total, enabled=not as_json) as advance:
+        with progress_bar(f"lf apply {lfs.name}", total, enabled=not as_json) as bar:
             result = apply_lfs(store, dataset, lfs, fault_tolerant=fault_tolerant, force=force,
-                               batch_size=batch_size, progress=advance)
+                               batch_size=batch_size, progress=bar.advance)
     emit(result, as_json, _render_apply)
 
 

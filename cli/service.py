@@ -7,11 +7,14 @@
 import ipaddress
 import logging
 import socket
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated
 
 import typer
 
+from cli.backend import open_backend
 from cli.common import (
+    DatasetOption,
     DbOption,
     JsonOption,
     ServerOption,
@@ -79,18 +82,14 @@ def serve(
                     access_log=log_level == "debug")
 
 
-def _follow(job_id: str, get_job: Any, enabled: bool) -> dict:
+def _follow(job_id: str, get_job: Callable[[str], dict], enabled: bool) -> dict:
     """Poll a job with a progress bar (0-100) until it ends."""
     import time
 
-    with progress_bar(f"job {job_id}", 100, enabled=enabled) as advance:
-        shown = 0.0
+    with progress_bar(f"job {job_id}", 100, enabled=enabled) as bar:
         while True:
             job = get_job(job_id)
-            pct = 100 * (job.get("progress") or 0)
-            if pct > shown:
-                advance(pct - shown)
-                shown = pct
+            bar.update(100 * (job.get("progress") or 0))
             if job["status"] in ("succeeded", "failed"):
                 return job
             time.sleep(0.5)
@@ -105,45 +104,18 @@ def round_(
     as_json: JsonOption = False,
 ) -> None:
     """Request a round: pull annotations → snapshot+train → score → select → push to Label Studio."""
-    from api.client import server_client
-
-    client = server_client(server, settings(db))
-    if client is not None:
-        with client:
-            started = client.request_round(dataset)
-            job = _follow(started["job_id"], client.job, not as_json) if wait else None
-    else:
-        started, job = _local_round(dataset, db, wait, as_json)
+    with open_backend(server, db) as backend:
+        if not (wait or backend.remote):
+            raise InputError("--no-wait needs a server (--server or CURATE_SERVER_URL): without one the round runs "
+                             "in this command")
+        started = backend.request_round(dataset)
+        job = _follow(started["job_id"], backend.job, not as_json) if wait else None
     result = {"created": started["created"], "round": started["round"], "job_id": started["job_id"]}
     if job is not None:
         result["job"] = job
     emit(result, as_json, _render_round)
     if job is not None and job["status"] == "failed":
         raise typer.Exit(1)
-
-
-def _local_round(dataset: str, db: Any, wait: bool, as_json: bool) -> tuple[dict, dict | None]:
-    """Run the round in this process (no server): the same job code, with the job recorded in the store."""
-    from api import app as _app
-    from api import jobs as jobs_mod
-    from api import rounds as rounds_mod
-    from api.services import Services
-    from cli.common import open_store
-
-    if not wait:
-        raise InputError("--no-wait needs a server (--server or CURATE_SERVER_URL): without one the round runs "
-                         "in this command")
-    with open_store(db) as store:
-        jobs_mod.recover_interrupted(store)
-        runner = jobs_mod.JobRunner(store)
-        services = Services()
-        services.studio = _app._studio_factory(store.settings)
-        try:
-            started = rounds_mod.request_round(store, runner, services, dataset, trigger="cli")
-            job = _follow(started["job_id"], lambda j: jobs_mod.get_job(store, j), not as_json)
-        finally:
-            runner.shutdown()
-    return started, job
 
 
 def _render_round(r: dict) -> None:
@@ -160,7 +132,7 @@ def _render_round(r: dict) -> None:
 
 @handle_errors
 def round_config(
-    dataset: Annotated[str, typer.Option("--dataset", "-d")],
+    dataset: DatasetOption,
     every: Annotated[int | None, typer.Option("--every", help="new annotations that start a round (0: off)")] = None,
     size: Annotated[int | None, typer.Option("--size", help="tasks selected and pushed per round")] = None,
     strategy: Annotated[str | None, typer.Option("--strategy", help="active-learning strategy")] = None,
@@ -174,9 +146,7 @@ def round_config(
     """Show or set a dataset's round settings (round_every, round_size, round_strategy, round_seed, round_train)."""
     import json
 
-    from api import rounds as rounds_mod
-    from api.client import server_client
-    from cli.common import open_store
+    from api.rounds import check_train_config, validate_round_settings
 
     train_options = None
     if train is not None:
@@ -184,24 +154,14 @@ def round_config(
             train_options = json.loads(train)
         except ValueError as e:
             raise InputError(f"--train {train!r}: not JSON ({e}); e.g. '{{\"epochs\": 3}}'") from None
-        from api.app import _check_train_config
-
-        _check_train_config(train_options if isinstance(train_options, dict) else {})
+        check_train_config(train_options if isinstance(train_options, dict) else {})
     values = {k: v for k, v in {"round_every": every, "round_size": size, "round_strategy": strategy,
                                 "round_seed": seed, "round_train": train_options}.items() if v is not None}
-    rounds_mod.validate_round_settings(values)
-    client = server_client(server, settings(db))
-    if client is not None:
-        with client:
-            if values:
-                client.set_round_settings(dataset, **values)
-            cfg = {k: v for k, v in client.request("GET", f"/datasets/{dataset}")["settings"].items()
-                   if k.startswith("round_")}
-    else:
-        with open_store(db) as store:
-            if values:
-                store.set_dataset_settings(dataset, **values)
-            cfg = rounds_mod.round_config(store, dataset)
+    validate_round_settings(values)
+    with open_backend(server, db) as backend:
+        if values:
+            backend.set_round_settings(dataset, **values)
+        cfg = backend.round_config(dataset)
     emit(cfg, as_json, lambda c: kv_table(c, title=f"round settings of {dataset}"))
 
 
@@ -217,31 +177,15 @@ def jobs(
     as_json: JsonOption = False,
 ) -> None:
     """List jobs, show one, or retry a failed one (retry needs the server, which runs jobs)."""
-    from api import jobs as jobs_mod
-    from api.client import server_client
-    from cli.common import open_store
-
     if retry and job_id is None:
         raise InputError("--retry needs a JOB_ID")
-    client = server_client(server, settings(db))
-    if client is not None:
-        with client:
-            if retry:
-                result = client.retry(job_id)
-            elif job_id:
-                result = client.job(job_id)
-            else:
-                result = client.jobs(kind=kind, status=status, limit=limit)
-    else:
+    with open_backend(server, db) as backend:
         if retry:
-            raise InputError("--retry runs the job on the server: start `curate serve` and pass --server (or set "
-                             "CURATE_SERVER_URL); for a round, `curate round --dataset NAME` runs one here")
-        with open_store(db) as store:
-            if job_id:
-                result = jobs_mod.get_job(store, job_id)
-            else:
-                items, total = jobs_mod.list_jobs(store, kind=kind, status=status, limit=limit)
-                result = {"items": items, "total": total}
+            result = backend.retry(job_id)
+        elif job_id:
+            result = backend.job(job_id)
+        else:
+            result = backend.jobs(kind=kind, status=status, limit=limit)
     if job_id:
         emit(result, as_json, lambda j: kv_table(j, title=f"job {j['job_id']}"))
     else:

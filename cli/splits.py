@@ -5,8 +5,10 @@ from typing import Annotated
 import typer
 
 from cli.common import (
+    DatasetOption,
     DbOption,
     JsonOption,
+    NoProgressOption,
     emit,
     handle_errors,
     kv_table,
@@ -17,9 +19,6 @@ from cli.common import (
 from curation.errors import InputError, LeakageError
 
 _STAGES = 5  # normalise, shingle, lsh, verify, components
-
-DatasetOption = Annotated[str, typer.Option("--dataset", "-d", help="dataset name")]
-NoProgress = Annotated[bool, typer.Option("--no-progress", help="no progress bar")]
 
 
 def _short(text: str | None, n: int = 70) -> str:
@@ -71,7 +70,7 @@ def register(app: typer.Typer) -> None:
         k: Annotated[int | None, typer.Option("-k", help="shingle size (default char 5, word 1)")] = None,
         db: DbOption = None,
         as_json: JsonOption = False,
-        no_progress: NoProgress = False,
+        no_progress: NoProgressOption = False,
     ) -> None:
         """Split a dataset (or take the split it gives) so that no duplicate crosses splits.
 
@@ -82,10 +81,10 @@ def register(app: typer.Typer) -> None:
             raise InputError("--dataset is required (e.g. `curate split --dataset youtube --ratios 0.8,0.1,0.1`)")
         from curation.splits import make_split
 
-        with open_store(db) as store, progress_bar("split", _STAGES, not (as_json or no_progress)) as advance:
+        with open_store(db) as store, progress_bar("split", _STAGES, not (as_json or no_progress)) as bar:
             rep = make_split(store, dataset, ratios, group_by=group_by, near_dup_threshold=near_dup_threshold,
                              seed=seed, from_column=from_column, shingle=shingle, k=k,
-                             progress=lambda stage: advance(1))
+                             progress=lambda stage: bar.advance())
         if as_json:
             emit(rep, True)
             return
@@ -109,13 +108,13 @@ def register(app: typer.Typer) -> None:
         show: Annotated[int, typer.Option(help="crossing components to show")] = 20,
         db: DbOption = None,
         as_json: JsonOption = False,
-        no_progress: NoProgress = False,
+        no_progress: NoProgressOption = False,
     ) -> None:
         """List every duplicate component that crosses splits; exit 4 when any does."""
         from curation.splits import check_split
 
-        with open_store(db) as store, progress_bar("check", _STAGES, not (as_json or no_progress)) as advance:
-            rep = check_split(store, dataset, split_id=split_id, progress=lambda stage: advance(1))
+        with open_store(db) as store, progress_bar("check", _STAGES, not (as_json or no_progress)) as bar:
+            rep = check_split(store, dataset, split_id=split_id, progress=lambda stage: bar.advance())
         if as_json:
             emit(rep, True)
         else:
@@ -143,7 +142,7 @@ def register(app: typer.Typer) -> None:
         limit: Annotated[int | None, typer.Option(help="augment only the first N train records")] = None,
         db: DbOption = None,
         as_json: JsonOption = False,
-        no_progress: NoProgress = False,
+        no_progress: NoProgressOption = False,
     ) -> None:
         """Augment the train rows of the current split; copies keep their lineage and never leave train."""
         from curation.augment import augment
@@ -155,6 +154,6 @@ def register(app: typer.Typer) -> None:
                               "WHERE s.split_id = ? AND s.split = 'train' AND NOT s.leaks "
                               "AND r.origin <> 'augment'", [sid])
             total = min(total, limit) if limit is not None else total
-            with progress_bar("augment", total, not (as_json or no_progress)) as advance:
-                res = augment(store, dataset, per_record, augmenters, seed, progress=advance, limit=limit)
+            with progress_bar("augment", total, not (as_json or no_progress)) as bar:
+                res = augment(store, dataset, per_record, augmenters, seed, progress=bar.advance, limit=limit)
         emit(res, as_json)

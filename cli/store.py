@@ -3,10 +3,11 @@
 from pathlib import Path
 from typing import Annotated
 
-import polars as pl
 import typer
 
+from cli.backend import open_backend
 from cli.common import (
+    DatasetOption,
     DbOption,
     JsonOption,
     ServerOption,
@@ -53,17 +54,11 @@ def ingest(
     from curation.ingest import ingest as run
 
     label_list = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
-    with open_store(db) as store, progress_bar(f"ingest {file.name}", None, enabled=not as_json) as advance:
-        done = [0]
-
-        def progress(rows: int, total: int | None) -> None:
-            advance(rows - done[0])
-            done[0] = rows
-
+    with open_store(db) as store, progress_bar(f"ingest {file.name}", enabled=not as_json) as bar:
         result = run(store, file, dataset, fields=FieldMap(text_field, label_field, id_field, group_field,
                                      tuple(c.strip() for c in (exclude_fields or "").split(",") if c.strip())),
-                     labels=label_list, fmt=fmt, delimiter=delimiter, progress=progress)
-    emit(result.to_dict(), as_json, lambda r: _render_ingest(r))
+                     labels=label_list, fmt=fmt, delimiter=delimiter, progress=bar.update)
+    emit(result.to_dict(), as_json, _render_ingest)
 
 
 def _render_ingest(r: dict) -> None:
@@ -77,15 +72,8 @@ def _render_ingest(r: dict) -> None:
 @handle_errors
 def datasets(db: DbOption = None, server: ServerOption = None, as_json: JsonOption = False) -> None:
     """List datasets with their label sets and record counts."""
-    from api.client import server_client
-
-    client = server_client(server)
-    if client is not None:
-        with client:
-            df = pl.DataFrame(client.datasets())
-    else:
-        with open_store(db) as store:
-            df = store.datasets()
+    with open_backend(server, db) as backend:
+        df = backend.datasets()
     emit({"datasets": df.to_dicts()}, as_json, lambda _: frame_table(df, "datasets"))
 
 
@@ -121,21 +109,10 @@ def sql(
 ) -> None:
     """Query the store read-only. Views: datasets, records, quarantine, versions, votes, weak_labels, splits,
     runs, predictions, selections, annotations, rounds, jobs."""
-    from curation.sql import SqlResult, run_sql
-
     if fmt not in ("table", "csv", "json"):
         raise InputError(f"--format {fmt}: use table, csv or json")
-    from api.client import server_client
-
-    client = server_client(server)
-    if client is not None:
-        with client:
-            body = client.sql(query, limit=limit, timeout_s=timeout)
-        res = SqlResult(body["columns"], [tuple(r[c] for c in body["columns"]) for r in body["rows"]],
-                        body.get("truncated", False), body.get("row_limit", limit or 0))
-    else:
-        with open_store(db) as store:
-            res = run_sql(store, query, limit=limit, timeout_s=timeout)
+    with open_backend(server, db) as backend:
+        res = backend.sql(query, limit=limit, timeout_s=timeout)
     if output is not None:
         frame = res.frame()
         frame.write_csv(output) if output.suffix.lower() == ".csv" else frame.write_parquet(output)
@@ -153,7 +130,7 @@ def sql(
 
 @handle_errors
 def snapshot(
-    dataset: Annotated[str, typer.Option("--dataset", "-d")],
+    dataset: DatasetOption,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -167,7 +144,7 @@ def snapshot(
 
 @handle_errors
 def export(
-    dataset: Annotated[str, typer.Option("--dataset", "-d")],
+    dataset: DatasetOption,
     output: Annotated[Path, typer.Option("--out", "-o", help="file.parquet, file.csv, or a folder (HF datasets)")],
     fmt: Annotated[str | None, typer.Option("--format", help="parquet|csv|hf (default: from --out)")] = None,
     db: DbOption = None,
@@ -184,7 +161,7 @@ def export(
 @handle_errors
 def labels_import(
     file: Annotated[Path, typer.Argument(help="CSV, JSONL, Parquet or HF folder with an id and a label column")],
-    dataset: Annotated[str, typer.Option("--dataset", "-d")],
+    dataset: DatasetOption,
     id_field: Annotated[str, typer.Option(help="column with the source id (matched to records.source_id)")],
     label_field: Annotated[str, typer.Option(help="column with the label (name or 0-based index)")],
     splits: Annotated[str | None, typer.Option(help="only records in these splits, e.g. val,test")] = None,

@@ -9,7 +9,16 @@ from typing import Annotated
 
 import typer
 
-from cli.common import DbOption, JsonOption, emit, handle_errors, open_store, progress_bar, settings
+from cli.common import (
+    DbOption,
+    JsonOption,
+    NoProgressOption,
+    emit,
+    handle_errors,
+    open_store,
+    progress_bar,
+    settings,
+)
 from curation.errors import InputError
 
 UrlOption = Annotated[str | None, typer.Option("--ls-url", envvar="CURATE_LS_URL",
@@ -82,21 +91,15 @@ def push(
     ls_token: TokenOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bar")] = False,
+    no_progress: NoProgressOption = False,
 ) -> None:
     """Push a selection as tasks with pre-annotations (idempotent by input_hash), most uncertain first."""
     from labeling.studio import push_selection
 
     with open_store(db) as store, _client(ls_url, ls_token) as client, \
-            progress_bar("push", None, enabled=not (as_json or no_progress)) as advance:
-        done = [0]
-
-        def progress(n: int, total: int) -> None:
-            advance(n - done[0])
-            done[0] = n
-
+            progress_bar("push", enabled=not (as_json or no_progress)) as bar:
         result = push_selection(store, selection_id, run_id=run_id, client=client, batch_size=batch_size,
-                                uncertainty_kind=uncertainty, progress=progress)
+                                uncertainty_kind=uncertainty, progress=bar.update)
     emit(result, as_json)
 
 

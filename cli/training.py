@@ -1,13 +1,14 @@
 """Commands: `curate train`, `curate score`, `curate select`."""
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from cli.common import (
     DbOption,
     JsonOption,
+    NoProgressOption,
     emit,
     handle_errors,
     kv_table,
@@ -15,12 +16,21 @@ from cli.common import (
     out,
     progress_bar,
 )
+from curation.errors import InputError
+from training.config import TrainConfig
 
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
     app.command("score")(score)
     app.command("select")(select)
+
+
+def _train_option(field: str, help: str, *names: str) -> Any:
+    """A `curate train` option that defaults to None (TrainConfig's default applies) and shows that default."""
+    default = TrainConfig.model_fields[field].default
+    return typer.Option(*names, help=help, show_default=str(default).lower() if isinstance(default, bool)
+                        else str(default))
 
 
 def _quiet_transformers() -> None:
@@ -32,17 +42,7 @@ def _quiet_transformers() -> None:
     logging.getLogger("peft").setLevel(logging.ERROR)
 
 
-def _stepper(advance):
-    done = [0]
-
-    def progress(n: int, total: int) -> None:
-        advance(n - done[0])
-        done[0] = n
-
-    return progress
-
-
-def _pct(v) -> str:
+def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.2f}"
 
 
@@ -51,42 +51,41 @@ def train(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="dataset to train on (a snapshot is taken)")],
     base_model: Annotated[str | None, typer.Option(help="local path or hub name (default: offline "
                                                         "all-MiniLM-L6-v2)")] = None,
-    epochs: Annotated[int, typer.Option(help="maximum epochs (early stopping on val)")] = 5,
-    lr: Annotated[float, typer.Option(help="learning rate")] = 5e-3,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank")] = 8,
-    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha")] = 16,
+    epochs: Annotated[int | None, _train_option("epochs", "maximum epochs (early stopping on val)")] = None,
+    lr: Annotated[float | None, _train_option("lr", "learning rate")] = None,
+    lora_r: Annotated[int | None, _train_option("lora_r", "LoRA rank")] = None,
+    lora_alpha: Annotated[int | None, _train_option("lora_alpha", "LoRA alpha")] = None,
     target_modules: Annotated[str | None, typer.Option(help="LoRA target modules, comma-separated (default: "
                                                             "per architecture)")] = None,
-    batch_size: Annotated[int, typer.Option(help="training batch size")] = 16,
-    max_length: Annotated[int, typer.Option(help="max tokens per text")] = 128,
-    seed: Annotated[int, typer.Option(help="random seed")] = 0,
-    gold_weight: Annotated[float, typer.Option(help="loss weight of gold labels (weak: 1)")] = 2.0,
-    label_sources: Annotated[str, typer.Option(help="gold+weak | gold | weak")] = "gold+weak",
-    patience: Annotated[int, typer.Option(help="early-stopping patience in epochs (0: off)")] = 2,
-    allow_leakage: Annotated[bool, typer.Option("--allow-leakage", help="train on a leaky split (recorded)")] = False,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bar")] = False,
+    batch_size: Annotated[int | None, _train_option("batch_size", "training batch size")] = None,
+    max_length: Annotated[int | None, _train_option("max_length", "max tokens per text")] = None,
+    seed: Annotated[int | None, _train_option("seed", "random seed")] = None,
+    gold_weight: Annotated[float | None, _train_option("gold_weight", "loss weight of gold labels (weak: 1)")] = None,
+    label_sources: Annotated[str | None, _train_option("label_sources", "gold+weak | gold | weak")] = None,
+    patience: Annotated[int | None, _train_option("patience", "early-stopping patience in epochs (0: off)")] = None,
+    allow_leakage: Annotated[bool | None, _train_option("allow_leakage", "train on a leaky split (recorded)",
+                                                        "--allow-leakage")] = None,
+    device: Annotated[str | None, _train_option("device", "auto | cpu | cuda")] = None,
+    no_progress: NoProgressOption = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Fine-tune a LoRA adapter on a snapshot of the dataset; prints the run (metrics on val, test and the
     leakage-free test subset)."""
-    from curation.errors import InputError
-    from training.config import TrainConfig
     from training.train import train as run
 
+    options = {"base_model": base_model, "epochs": epochs, "lr": lr, "lora_r": lora_r, "lora_alpha": lora_alpha,
+               "target_modules": [t.strip() for t in target_modules.split(",")] if target_modules else None,
+               "batch_size": batch_size, "max_length": max_length, "seed": seed, "gold_weight": gold_weight,
+               "label_sources": label_sources, "patience": patience, "allow_leakage": allow_leakage,
+               "device": device}
     try:
-        config = TrainConfig(base_model=base_model, epochs=epochs, lr=lr, lora_r=lora_r, lora_alpha=lora_alpha,
-                             target_modules=[t.strip() for t in target_modules.split(",")] if target_modules
-                             else None, batch_size=batch_size, max_length=max_length, seed=seed,
-                             gold_weight=gold_weight, label_sources=label_sources, patience=patience,
-                             allow_leakage=allow_leakage, device=device)
+        config = TrainConfig(**{k: v for k, v in options.items() if v is not None})   # the rest: its defaults
     except ValueError as e:
         raise InputError(f"invalid training option: {e}") from None
     _quiet_transformers()
-    with open_store(db) as store, progress_bar(f"train {dataset}", None,
-                                               enabled=not (as_json or no_progress)) as advance:
-        result = run(store, dataset, config, progress=_stepper(advance))
+    with open_store(db) as store, progress_bar(f"train {dataset}", enabled=not (as_json or no_progress)) as bar:
+        result = run(store, dataset, config, progress=bar.update)
     emit(result, as_json, _render_run)
 
 
@@ -108,7 +107,7 @@ def score(
     all_records: Annotated[bool, typer.Option("--all", help="score labeled records too")] = False,
     batch_size: Annotated[int | None, typer.Option(help="inference batch size (default: the run's)")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bar")] = False,
+    no_progress: NoProgressOption = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -116,9 +115,8 @@ def score(
     from training.score import score as run_score
 
     _quiet_transformers()
-    with open_store(db) as store, progress_bar(f"score {run}", None,
-                                               enabled=not (as_json or no_progress)) as advance:
-        result = run_score(store, run, dataset, include_labeled=all_records, progress=_stepper(advance),
+    with open_store(db) as store, progress_bar(f"score {run}", enabled=not (as_json or no_progress)) as bar:
+        result = run_score(store, run, dataset, include_labeled=all_records, progress=bar.update,
                            batch_size=batch_size, device=device)
     emit(result, as_json, lambda r: kv_table(r, title="score"))
 
