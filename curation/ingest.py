@@ -368,7 +368,7 @@ def ingest(store: Store, source: str | Path | Any, dataset: str, *, fields: Fiel
                     raise InputError(f"{name}: no column {col!r} for {opt} (columns: "
                                      f"{', '.join(batch.columns.columns)})")
             if batch.rejected:
-                _quarantine(cur, ingest_id, dataset, name, pl.DataFrame(batch.rejected, schema={
+                write_quarantine(cur, ingest_id, dataset, name, pl.DataFrame(batch.rejected, schema={
                     "row": pl.Int64, "field": pl.String, "rule": pl.String, "message": pl.String, "raw": pl.String}))
                 result.quarantined += len(batch.rejected)
                 result.rows_read += len(batch.rejected)
@@ -385,7 +385,7 @@ def ingest(store: Store, source: str | Path | Any, dataset: str, *, fields: Fiel
             good = df.filter(pl.col("rule").is_null())
             if bad.height:
                 raw = bad.select(pl.struct("text", "label_raw", "source_id", "group", "meta").struct.json_encode())
-                _quarantine(cur, ingest_id, dataset, name, bad.select("row", "field", "rule", "message")
+                write_quarantine(cur, ingest_id, dataset, name, bad.select("row", "field", "rule", "message")
                             .with_columns(raw.to_series().alias("raw")))
                 for rule, n in bad.group_by("rule").len().iter_rows():
                     result.quarantined_by_rule[rule] = result.quarantined_by_rule.get(rule, 0) + n
@@ -453,7 +453,7 @@ def _flag_duplicate_ids(cur: duckdb.DuckDBPyConnection, df: pl.DataFrame, datase
     ).drop("m")
 
 
-def _quarantine(cur: duckdb.DuckDBPyConnection, ingest_id: int, dataset: str, file: str, rows: pl.DataFrame) -> None:
+def write_quarantine(cur: duckdb.DuckDBPyConnection, ingest_id: int, dataset: str, file: str, rows: pl.DataFrame) -> None:
     cur.register("_q", rows.select("row", "field", "rule", "message", "raw"))
     cur.execute("INSERT INTO store.quarantine SELECT ?, ?, ?, row, field, rule, message, raw, ? FROM _q",
                 [ingest_id, dataset, file, now()])

@@ -32,6 +32,10 @@ _CONFIG = {
 }
 
 
+TASKS = ("classification", "instruction")
+INSTRUCTION_LABELS = ("keep", "drop")  # the default quality labels of an instruction dataset
+
+
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
@@ -137,22 +141,30 @@ class Store:
         return self.frame("SELECT * FROM main.datasets ORDER BY name")
 
     def ensure_dataset(self, cur: duckdb.DuckDBPyConnection, name: str, labels: list[str] | None,
-                       contract_version: str) -> list[str]:
-        """Create the dataset, or check the declared label set against the stored one. Returns the labels."""
+                       contract_version: str, task: str = "classification") -> list[str]:
+        """Create the dataset, or check the declared label set and the task against the stored ones. Returns the
+        labels. An instruction dataset declared without labels gets the quality labels `keep`, `drop`."""
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
             raise InputError(f"dataset name {name!r}: use 1-64 letters, digits, '_', '.', '-'")
-        row = cur.execute("SELECT labels FROM store.datasets WHERE name = ?", [name]).fetchall()
+        if task not in TASKS:
+            raise InputError(f"task {task!r}: use one of {', '.join(TASKS)}")
+        row = cur.execute("SELECT labels, task FROM store.datasets WHERE name = ?", [name]).fetchall()
         if row:
-            stored = list(row[0][0])
+            stored, stored_task = list(row[0][0]), row[0][1]
+            if task != stored_task:
+                raise InputError(f"dataset {name!r} is a {stored_task} dataset; it cannot take {task} records. "
+                                 f"Ingest with --task {stored_task}, or use a new dataset name.")
             if labels and labels != stored:
                 raise InputError(f"dataset {name!r} has labels {stored}; --labels {','.join(labels)} differs. "
                                  "Use the same labels in the same order, or a new dataset name.")
             return stored
         if labels is not None and len(set(labels)) != len(labels):
             raise InputError(f"--labels {','.join(labels)}: labels must be distinct")
-        cur.execute("INSERT INTO store.datasets (name, labels, contract_version, settings, created_at) "
-                    "VALUES (?, ?, ?, NULL, ?)",
-                    [name, labels or [], contract_version, now()])
+        if not labels and task == "instruction":
+            labels = list(INSTRUCTION_LABELS)
+        cur.execute("INSERT INTO store.datasets (name, labels, contract_version, settings, created_at, task) "
+                    "VALUES (?, ?, ?, NULL, ?, ?)",
+                    [name, labels or [], contract_version, now(), task])
         return labels or []
 
     def set_dataset_settings(self, name: str, **values: Any) -> dict:
