@@ -1,5 +1,6 @@
-"""Near-duplicate detection on short texts with planted edits: ours (rensa MinHash LSH + exact Jaccard
-verification + components) beside datasketch's `MinHashLSH`, with the same shingles and threshold, in one run.
+"""Near-duplicate detection on short texts with planted edits: ours (numba MinHash + LSH banding by sorting +
+exact Jaccard verification + components, `DedupConfig` defaults = what splits use) beside datasketch's
+`MinHashLSH`, with the same shingles and threshold, in one run.
 
 Corpus: N comment-like texts spliced from runs of words of the YouTube Spam Collection (so vocabulary, length
 and shared phrases are those of real comments), in blocks of `--block` texts; in each block a share
@@ -9,7 +10,8 @@ a dropped or repeated word, or a change of case and punctuation only (an exact d
 Figures:
 - time end to end (texts in -> components out: normalise, shingle, MinHash, LSH, verify, components) on all N;
 - datasketch on the first block only (it is too slow for N; said so in the output), once with its own banding
-  for the threshold and once with our banding, beside ours on the same block;
+  for the threshold and once with our banding, beside ours on the same block; its time per text, times N, is
+  the same-run baseline the end-to-end time is compared with (a ratio);
 - quality against exact Jaccard: on a sample of the first block (planted pairs plus random texts) every pair's
   true Jaccard is computed; recall = share of pairs with J >= threshold that we put in one component (datasketch:
   that it proposes as candidates), precision = share of our same-component pairs (datasketch: candidates) with
@@ -178,6 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sample", type=int, default=3000, help="texts whose pairs get exact Jaccard")
     ap.add_argument("--quick", action="store_true", help="20k texts, datasketch on 5k")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=1, help="end-to-end runs on all N (the fastest is reported)")
     args = ap.parse_args(argv)
     n, block, sample_n = (20_000, 5_000, 1500) if args.quick else (args.rows, args.block, args.sample)
     config = DedupConfig(threshold=args.threshold)
@@ -188,18 +191,21 @@ def main(argv: list[str] | None = None) -> dict:
         texts, planted = make_corpus(n, block=block, plant=args.plant, seed=args.seed)
     print(f"corpus built in {tg['s']:.1f} s (not timed below); {len(planted):,} planted pairs")
 
-    # ours on everything
-    load0 = os.getloadavg()[0]
-    cpu0 = time.process_time()
-    with timer() as t_all:
-        dups = find_duplicates(texts, config=config)
-    cpu_all = time.process_time() - cpu0
-    load1 = os.getloadavg()[0]
+    # ours on everything (the fastest of --repeat runs: the machine is shared)
+    runs = []
+    for _ in range(max(1, args.repeat)):
+        load0 = os.getloadavg()[0]
+        cpu0 = time.process_time()
+        with timer() as t_run:
+            dups = find_duplicates(texts, config=config)
+        runs.append((t_run["s"], time.process_time() - cpu0, load0, os.getloadavg()[0], dups))
+    secs, cpu_all, load0, load1, dups = min(runs, key=lambda r: r[0])
+    t_all = {"s": secs}
     st = dups.stats
-    print(f"ours, all {n:,}: {t_all['s']:.2f} s end to end ({n / t_all['s']:,.0f} texts/s), CPU time {cpu_all:.2f} s "
+    print(f"ours, all {n:,} (runs: {', '.join(f'{r[0]:.1f}' for r in runs)} s): {t_all['s']:.2f} s end to end ({n / t_all['s']:,.0f} texts/s), CPU time {cpu_all:.2f} s "
           f"(machine load average {load0:.1f} -> {load1:.1f} on {os.cpu_count()} cores: other work shares them); stages "
           + ", ".join(f"{k[:-2]} {v:.2f}" for k, v in st["timings"].items() if k != "total_s")
-          + f"; {st['lsh_flagged']:,} flagged, {st['candidates']:,} candidates, {st['near_pairs']:,} verified, "
+          + f"; {st['lsh_pairs']:,} LSH pairs, {st['candidates']:,} candidates after the MinHash prefilter, {st['near_pairs']:,} verified, "
           f"{st['components']:,} components")
     # recall over every planted pair with true Jaccard >= threshold (in the whole corpus)
     norm = normalise_series(pl.Series(texts))
@@ -248,14 +254,23 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {name:<24} recall {r}  (J in [0.7, 0.8): {r78})  precision {p}  ({v['found_pairs']:,} pairs)")
     print(f"  ours: every near edge verified by true Jaccard >= {config.threshold}: {verified_ok}; precision "
           "above counts all pairs one component puts together (chains of near duplicates lower it)")
+    ds_extrapolated = ds_info["seconds"] / block * n
+    sample_prec = q["ours_block"]["precision"]
+    print(f"same-run baseline: datasketch MinHashLSH (its banding) {ds_info['seconds']:.2f} s on {block:,} texts, "
+          f"extrapolated linearly to {n:,}: {ds_extrapolated:.0f} s; ours {t_all['s']:.1f} s end to end = "
+          f"x{ds_extrapolated / t_all['s']:.1f} faster (datasketch's figure is MinHash + LSH only: no "
+          f"normalising, verification or components)")
     goal_time = t_all["s"] <= 20.0 if n >= 1_000_000 else None
     print(f"goals: {n:,} texts in {t_all['s']:.1f} s (goal <= 20 s for 1M on 2 cores: "
           f"{'met' if goal_time else 'not met' if goal_time is False else 'n/a at this size'}); "
           f"recall {q['ours_all']['recall']:.4f} on the sample, {planted_recall:.4f} on planted pairs "
-          f"(goal >= 0.95: {'met' if min(q['ours_all']['recall'] or 0, planted_recall) >= 0.95 else 'not met'})")
+          f"(goal >= 0.95: {'met' if min(q['ours_all']['recall'] or 0, planted_recall) >= 0.95 else 'not met'}); "
+          f"precision of verified edges 1.0 by construction, of one block's components {sample_prec:.4f}")
     return {
         "rows": n, "block": block, "planted_pairs": len(planted), "config": config.as_dict(),
-        "ours_seconds": t_all["s"], "ours_cpu_seconds": cpu_all, "load_average": [load0, load1],
+        "ours_seconds": t_all["s"], "ours_runs_seconds": [r[0] for r in runs], "ours_cpu_seconds": cpu_all,
+        "baseline_datasketch_extrapolated_seconds": ds_extrapolated,
+        "speedup_vs_baseline": ds_extrapolated / t_all["s"], "load_average": [load0, load1],
         "ours_texts_per_s": n / t_all["s"], "ours_stats": st,
         "planted_positive_pairs": int(pos.sum()), "planted_recall": planted_recall,
         "block_ours_seconds": t_block["s"], "block_datasketch_seconds": ds_info["seconds"],

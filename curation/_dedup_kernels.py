@@ -170,3 +170,4 @@ def _run_pairs(packed, mask, max_bucket, out, count_only):
                     c += 1
         i = j
     return c
+

@@ -328,42 +328,54 @@ def _run_pairs_numpy(packed: np.ndarray, mask: np.uint64, max_bucket: int) -> np
     return np.concatenate(out) if out else np.empty((0, 2), dtype=np.int64)
 
 
-def candidate_pairs_from_keys(keys: np.ndarray, *, max_bucket: int = 100, valid: np.ndarray | None = None
-                              ) -> np.ndarray:
+def candidate_pairs_from_keys(keys: np.ndarray, *, max_bucket: int = 100, valid: np.ndarray | None = None,
+                              sig: np.ndarray | None = None, min_agreement: int = 0) -> np.ndarray:
     """Distinct row pairs (a < b, int64 (m, 2), sorted) that share a band key in any band of `keys` ((bands, n)
     from `band_keys`); rows where `valid` is False (e.g. texts without shingles) take part in none. A bucket
     larger than `max_bucket` pairs each row with its next `max_bucket - 1` members in row order only
-    (sorted neighbourhood), which keeps it connected.
+    (sorted neighbourhood), which keeps it connected. With `sig` and `min_agreement`, only pairs whose
+    signatures agree in at least that many positions are kept (the MinHash prefilter of `verify`).
 
     Each band is one sort of (key high bits | row index) — the row index in the low bits keeps a bucket's rows
     in row order, so the pairs do not depend on the sort. Keys that agree on their high bits but not in full
     share a bucket too; such rare false candidates fail verification."""
+    return _candidate_search(keys, max_bucket, valid, sig, min_agreement)[0]
+
+
+def _candidate_search(keys: np.ndarray, max_bucket: int, valid: np.ndarray | None, sig: np.ndarray | None,
+                      min_agreement: int) -> tuple[np.ndarray, int]:
+    """`candidate_pairs_from_keys` and the number of distinct pairs before the signature filter."""
     keys = np.atleast_2d(keys)
-    n = keys.shape[1]
+    bands, n = keys.shape
     if n < 2:
-        return np.empty((0, 2), dtype=np.int64)
+        return np.empty((0, 2), dtype=np.int64), 0
     nbits = max(1, (n - 1).bit_length())
     if nbits > 40:
         raise InputError(f"{n} rows in one candidate search: at most 2^40; split the band-key shuffle")
     mask = np.uint64((1 << nbits) - 1)
     idx = np.arange(n, dtype=np.uint64)
     rows_ok = None if valid is None else np.flatnonzero(valid)
+    m = n if rows_ok is None else len(rows_ok)
+    srt = np.empty((bands, m), dtype=np.uint64)   # per band: (key high bits | row), sorted
+    for b in range(bands):
+        packed = (keys[b] & ~mask) | idx
+        srt[b] = packed if rows_ok is None else packed[rows_ok]
+        srt[b].sort()
     kern = _kernels()
     found = []
-    for b in range(keys.shape[0]):
-        packed = (keys[b] & ~mask) | idx
-        if rows_ok is not None:
-            packed = packed[rows_ok]
-        packed.sort()
+    for b in range(bands):
         if kern is not None:
-            m = kern._run_pairs(packed, mask, max_bucket, np.empty((0, 2), dtype=np.int64), True)
-            part = np.empty((m, 2), dtype=np.int64)
-            kern._run_pairs(packed, mask, max_bucket, part, False)
+            k = kern._run_pairs(srt[b], mask, max_bucket, np.empty((0, 2), dtype=np.int64), True)
+            part = np.empty((k, 2), dtype=np.int64)
+            kern._run_pairs(srt[b], mask, max_bucket, part, False)
         else:
-            part = _run_pairs_numpy(packed, mask, max_bucket)
+            part = _run_pairs_numpy(srt[b], mask, max_bucket)
         found.append(part[:, 0] * n + part[:, 1])    # a < b: row order within a bucket
-    flat = np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
-    return np.stack([flat // n, flat % n], axis=1)
+    flat = np.unique(np.concatenate(found))
+    n_pairs = len(flat)
+    if sig is not None and min_agreement > 0 and len(flat):
+        flat = flat[signature_agreement(sig, np.stack([flat // n, flat % n], axis=1)) >= min_agreement]
+    return np.stack([flat // n, flat % n], axis=1), n_pairs
 
 
 def signature_agreement(sig: np.ndarray, pairs: np.ndarray) -> np.ndarray:
@@ -525,15 +537,18 @@ def find_duplicates(texts: pl.Series | Sequence[str], groups: pl.Series | Sequen
         step("minhash")
         t, c = time.perf_counter(), time.process_time()
         valid = offsets[1:] > offsets[:-1]
-        cand = candidate_pairs_from_keys(band_keys(sig, bands, rws), max_bucket=config.max_bucket, valid=valid)
-        stats.update({"lsh_docs": int(valid.sum()), "lsh_flagged": _n_docs(cand)})
+        est = prefilter_estimate(config.threshold, bands * rws)
+        cand, n_pairs = _candidate_search(band_keys(sig, bands, rws), config.max_bucket, valid, sig,
+                                          math.ceil(est * bands * rws - 1e-9))
+        del sig
+        stats.update({"lsh_docs": int(valid.sum()), "lsh_pairs": n_pairs, "prefilter_estimate": round(est, 4),
+                      "lsh_flagged": _n_docs(cand)})
         timings["lsh_s"] = time.perf_counter() - t
         cpu["lsh_s"] = time.process_time() - c
         step("lsh")
         t, c = time.perf_counter(), time.process_time()
-        near_pairs, sim, vstats = verify(tok, offsets, cand, config.threshold, sig=sig)
-        del sig
-        stats.update(vstats)
+        near_pairs, sim, vstats = verify(tok, offsets, cand, config.threshold)   # prefiltered above
+        stats.update({k: v for k, v in vstats.items() if k != "lsh_pairs"})
         rep_rows = reps["rep"].to_numpy()
         if len(near_pairs):
             edges.append(pl.DataFrame({"a": rep_rows[near_pairs[:, 0]], "b": rep_rows[near_pairs[:, 1]],
