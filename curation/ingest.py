@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from curation.contracts import import_contract
 from curation.errors import InputError
-from curation.normalize import normalise_series
+from curation.normalize import normalise_arrow
 from curation.store import Store, now
 
 log = logging.getLogger(__name__)
@@ -298,15 +298,11 @@ def _mapped(batch: _Batch, fields: FieldMap) -> pl.DataFrame:
     return df.select(*cols, meta).with_columns(batch.rows.alias("row"))
 
 
-def check_rows(df: pl.DataFrame, labels: list[str], max_length: int) -> pl.DataFrame:
-    """Vectorised row-local rules. Adds `label` (resolved), `rule`, `field`, `message` (null = row passes).
-
-    The first broken rule of a row is reported, in this order: required text, not_blank, max_length,
-    in_label_set.
-    """
+def _label_expr(labels: list[str]) -> pl.Expr:
+    """The declared label a raw value names: itself, or an integer index into `labels` (null: none or no match)."""
     index_labels = not any(lab.lstrip("-").isdigit() for lab in labels)
     as_index = pl.col("label_raw").str.strip_chars().cast(pl.Int64, strict=False)
-    label_expr = (
+    return (
         pl.when(pl.col("label_raw").is_null() | (pl.col("label_raw").str.strip_chars() == "")).then(None)
         .when(pl.col("label_raw").is_in(labels)).then(pl.col("label_raw"))
         .when(pl.lit(index_labels) & as_index.is_between(0, len(labels) - 1))
@@ -314,28 +310,50 @@ def check_rows(df: pl.DataFrame, labels: list[str], max_length: int) -> pl.DataF
               if labels else None)
         .otherwise(None)
     )
-    bad_label = pl.col("label_raw").is_not_null() & (pl.col("label_raw").str.strip_chars() != "") & label_expr.is_null()
-    length = pl.col("text").str.len_chars()
+
+
+RULE_FIELDS = {"required": "text", "not_blank": "text", "max_length": "text", "in_label_set": "label",
+               "unique": "source_id"}
+
+
+def rule_columns(labels: list[str], max_length: int) -> tuple[pl.Expr, pl.Expr]:
+    """(`label`, `rule`): the resolved label, and the first row-local rule the row breaks (null = it passes), in
+    this order: required text, not_blank, max_length, in_label_set. Cheap: no message is built here."""
+    label = _label_expr(labels)
+    raw, text = pl.col("label_raw"), pl.col("text")
+    bad_label = raw.is_not_null() & (raw.str.strip_chars() != "") & label.is_null()
+    rule = (pl.when(text.is_null()).then(pl.lit("required"))
+            .when(text.str.strip_chars().str.len_bytes() == 0).then(pl.lit("not_blank"))
+            .when(text.str.len_chars() > max_length).then(pl.lit("max_length"))
+            .when(bad_label).then(pl.lit("in_label_set"))
+            .otherwise(pl.lit(None, pl.String)))
+    return label.alias("label"), rule.alias("rule")
+
+
+def explain(df: pl.DataFrame, labels: list[str], max_length: int) -> pl.DataFrame:
+    """Adds `field` and `message` for each row's `rule` (null where the row passes; `unique` keeps its message)."""
     declared = ", ".join(labels) if labels else "(none declared)"
-    rules = [
-        (pl.col("text").is_null(), "text", "required", pl.lit("text is missing; give every row a text")),
-        (pl.col("text").str.strip_chars().str.len_chars() == 0, "text", "not_blank",
-         pl.lit("text is empty or only whitespace; drop the row or fill it")),
-        (length > max_length, "text", "max_length",
-         pl.format("text has {} characters, more than the contract's maxLength {}; shorten or split it",
-                   length, pl.lit(max_length))),
-        (bad_label, "label", "in_label_set",
-         pl.format("label '{}' is not one of {}; fix the value or declare it with --labels", pl.col("label_raw"),
-                   pl.lit(declared))),
-    ]
-    rule = pl.lit(None, pl.String)
-    fld = pl.lit(None, pl.String)
-    msg = pl.lit(None, pl.String)
-    for cond, f, r, m in reversed(rules):
-        rule = pl.when(cond).then(pl.lit(r)).otherwise(rule)
-        fld = pl.when(cond).then(pl.lit(f)).otherwise(fld)
-        msg = pl.when(cond).then(m).otherwise(msg)
-    return df.with_columns(label_expr.alias("label"), rule.alias("rule"), fld.alias("field"), msg.alias("message"))
+    rule = pl.col("rule")
+    msg = (pl.when(rule == "required").then(pl.lit("text is missing; give every row a text"))
+           .when(rule == "not_blank").then(pl.lit("text is empty or only whitespace; drop the row or fill it"))
+           .when(rule == "max_length").then(
+               pl.format("text has {} characters, more than the contract's maxLength {}; shorten or split it",
+                         pl.col("text").str.len_chars(), pl.lit(max_length)))
+           .when(rule == "in_label_set").then(
+               pl.format("label '{}' is not one of {}; fix the value or declare it with --labels",
+                         pl.col("label_raw"), pl.lit(declared)))
+           .otherwise(pl.col("message") if "message" in df.columns else pl.lit(None, pl.String)))
+    return df.with_columns(rule.replace_strict(RULE_FIELDS, default=None, return_dtype=pl.String).alias("field"),
+                           msg.alias("message"))
+
+
+def check_rows(df: pl.DataFrame, labels: list[str], max_length: int) -> pl.DataFrame:
+    """Vectorised row-local rules. Adds `label` (resolved), `rule`, `field`, `message` (null = row passes).
+
+    The first broken rule of a row is reported, in this order: required text, not_blank, max_length,
+    in_label_set.
+    """
+    return explain(df.with_columns(*rule_columns(labels, max_length)), labels, max_length)
 
 
 # -- the edge -------------------------------------------------------------------------------------------
@@ -359,6 +377,7 @@ def ingest(store: Store, source: str | Path | Any, dataset: str, *, fields: Fiel
         first_record = store.next_id(cur, "store.records", "record_id")
         next_record = first_record
         result.ingest_id = ingest_id
+        ids = _SourceIds(cur, dataset, first_record)
         for i, batch in enumerate(batches):
             if i == 0 and batch.columns.width and fields.text not in batch.columns.columns:
                 raise InputError(f"{name}: no column {fields.text!r} (columns: {', '.join(batch.columns.columns)}); "
@@ -379,43 +398,37 @@ def ingest(store: Store, source: str | Path | Any, dataset: str, *, fields: Fiel
             if i == 0 and fields.label and not result.labels:
                 raise InputError(f"{name}: dataset {dataset!r} has no declared labels but the file has a label column "
                                  f"{fields.label!r}; declare them with --labels a,b,c")
-            df = check_rows(_mapped(batch, fields), result.labels, max_length)
-            df = _flag_duplicate_ids(cur, df, dataset)
-            bad = df.filter(pl.col("rule").is_not_null())
-            good = df.filter(pl.col("rule").is_null())
+            df = _mapped(batch, fields).with_columns(*rule_columns(result.labels, max_length))
+            df, dup_msgs = ids.flag(cur, df)
+            ok = df["rule"].is_null()
+            n_good = int(ok.sum())
+            bad = df.filter(~ok) if n_good < df.height else df.clear()
             if bad.height:
+                if dup_msgs.height:
+                    bad = bad.join(dup_msgs, on="row", how="left")
+                bad = explain(bad, result.labels, max_length)
                 raw = bad.select(pl.struct("text", "label_raw", "source_id", "group", "meta").struct.json_encode())
                 write_quarantine(cur, ingest_id, dataset, name, bad.select("row", "field", "rule", "message")
                             .with_columns(raw.to_series().alias("raw")))
                 for rule, n in bad.group_by("rule").len().iter_rows():
                     result.quarantined_by_rule[rule] = result.quarantined_by_rule.get(rule, 0) + n
-            good = good.with_columns(
-                pl.int_range(next_record, next_record + good.height, dtype=pl.Int64).alias("record_id"),
-                normalise_series(good["text"]).alias("norm"),
-            )
-            cur.register("_batch", good.select("record_id", "source_id", "text", "group", "meta", "norm", "row"))
-            cur.execute(
-                "INSERT INTO store.records (record_id, dataset, source_id, text, \"group\", meta, input_hash, origin, parent_id, ingest_id, source_row, ingested_at) SELECT record_id, ?, source_id, text, \"group\", meta::JSON, "
-                "substr(md5(norm), 1, 16), 'ingest', NULL, ?, row, ? FROM _batch",
-                [dataset, ingest_id, started])
-            cur.unregister("_batch")
-            cur.register("_labels", good.filter(pl.col("label").is_not_null()).select("record_id", "label"))
-            cur.execute("INSERT INTO store.gold_labels (record_id, label, source, source_ref, annotator, updated_at) SELECT record_id, label, 'imported', ?, NULL, ? FROM _labels",
-                        [name, started])
-            cur.unregister("_labels")
-            next_record += good.height
-            result.accepted += good.height
+            record_id = (pl.when(pl.col("rule").is_null())
+                         .then(pl.col("rule").is_null().cast(pl.Int64).cum_sum() + (next_record - 1))
+                         if bad.height else pl.int_range(next_record, next_record + df.height, dtype=pl.Int64))
+            df = df.with_columns(record_id.alias("record_id"))
+            ids.accepted(df.filter(ok) if bad.height else df)
+            _insert_records(cur, df, bad.height > 0, dataset, ingest_id, name, started)
+            labeled = int(df["label"].is_not_null().sum() if not bad.height else (ok & df["label"].is_not_null()).sum())
+            next_record += n_good
+            result.accepted += n_good
             result.quarantined += bad.height
             result.rows_read += df.height
-            result.labeled += good.filter(pl.col("label").is_not_null()).height
+            result.labeled += labeled
             if progress:
                 progress(result.rows_read, total)
         if fmt == "csv":
             _fix_csv_rows(cur, ingest_id)
-        result.duplicates = cur.execute(
-            "SELECT count(*) FROM (SELECT record_id, row_number() OVER (PARTITION BY input_hash ORDER BY record_id) "
-            "AS k FROM store.records WHERE dataset = ?) WHERE k > 1 AND record_id >= ?",
-            [dataset, first_record]).fetchall()[0][0]
+        result.duplicates = _count_duplicates(cur, dataset, first_record)
         cur.execute("INSERT INTO store.ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [ingest_id, dataset, name, fmt, result.rows_read, result.accepted, result.quarantined,
                      result.duplicates, contract.tag, started, now()])
@@ -425,32 +438,87 @@ def ingest(store: Store, source: str | Path | Any, dataset: str, *, fields: Fiel
     return result
 
 
-def _flag_duplicate_ids(cur: duckdb.DuckDBPyConnection, df: pl.DataFrame, dataset: str) -> pl.DataFrame:
-    """Rule `unique` on source_id: a second row with an id already in this file or in the dataset."""
-    ids = df.filter(pl.col("rule").is_null() & pl.col("source_id").is_not_null()).select("row", "source_id")
-    if ids.height == 0:
-        return df
-    cur.register("_ids", ids)
-    existing = cur.sql("SELECT i.source_id, min(r.record_id) AS record_id FROM _ids i JOIN store.records r "
-                       "ON r.source_id = i.source_id AND r.dataset = ? GROUP BY 1", params=[dataset]).pl()
-    cur.unregister("_ids")
-    dup_in_file = ids.filter(ids["source_id"].is_duplicated() & ~ids["source_id"].is_first_distinct())
-    in_store = ids.join(existing, on="source_id", how="inner")
-    if dup_in_file.height == 0 and in_store.height == 0:
-        return df
-    msgs = pl.concat([
-        dup_in_file.select("row", pl.format("source id '{}' appears earlier in this file; ids must be unique",
-                                            pl.col("source_id")).alias("m")),
-        in_store.select("row", pl.format("source id '{}' is already in dataset as record {}; drop the row or "
-                                         "ingest into a new dataset", pl.col("source_id"),
-                                         pl.col("record_id")).alias("m")),
-    ]).unique("row", keep="first")
-    df = df.join(msgs, on="row", how="left")
-    return df.with_columns(
-        pl.when(pl.col("m").is_not_null()).then(pl.lit("unique")).otherwise(pl.col("rule")).alias("rule"),
-        pl.when(pl.col("m").is_not_null()).then(pl.lit("source_id")).otherwise(pl.col("field")).alias("field"),
-        pl.coalesce("m", "message").alias("message"),
-    ).drop("m")
+def _insert_records(cur: duckdb.DuckDBPyConnection, df: pl.DataFrame, has_bad: bool, dataset: str,
+                    ingest_id: int, file: str, started: Any) -> None:
+    """One batch into `store.records` (input_hash = MD5 of the normalised text, in SQL) and its labels into
+    `store.gold_labels`. The batch goes to DuckDB as Arrow without a copy; rows that broke a rule are skipped."""
+    cols = df.select("record_id", "source_id", "text", "group", "meta", "row", "label")
+    table = cols.to_arrow(compat_level=pl.CompatLevel.newest())
+    text = table.column("text")
+    table = table.append_column("norm", normalise_arrow(text.cast(pa.large_string())))
+    keep = " WHERE record_id IS NOT NULL" if has_bad else ""
+    cur.register("_batch", table)
+    cur.execute("INSERT INTO store.records (record_id, dataset, source_id, text, \"group\", meta, input_hash, "
+                "origin, parent_id, ingest_id, source_row, ingested_at) "
+                "SELECT record_id, ?, source_id, text, \"group\", meta::JSON, "
+                f"substr(md5(norm), 1, 16), 'ingest', NULL, ?, row, ? FROM _batch{keep}",
+                [dataset, ingest_id, started])
+    cur.execute("INSERT INTO store.gold_labels (record_id, label, source, source_ref, annotator, updated_at) "
+                "SELECT record_id, label, 'imported', ?, NULL, ? FROM _batch "
+                "WHERE label IS NOT NULL" + (" AND record_id IS NOT NULL" if has_bad else ""), [file, started])
+    cur.unregister("_batch")
+
+
+def _count_duplicates(cur: duckdb.DuckDBPyConnection, dataset: str, first_record: int) -> int:
+    """New records whose input_hash an earlier record of the dataset has: all new rows of a hash the dataset
+    already had, and all but the first new row of any other hash."""
+    return cur.execute(
+        "SELECT count(*) - count(DISTINCT n.input_hash) FILTER (WHERE o.input_hash IS NULL) "
+        "FROM (SELECT input_hash FROM store.records WHERE dataset = ? AND record_id >= ?) n "
+        "LEFT JOIN (SELECT DISTINCT input_hash FROM store.records WHERE dataset = ? AND record_id < ?) o "
+        "USING (input_hash)", [dataset, first_record, dataset, first_record]).fetchall()[0][0]
+
+
+class _SourceIds:
+    """Rule `unique` on source_id: a second row with an id already in this file or in the dataset. Ids accepted
+    earlier in this ingest are kept here, so the store is only asked when the dataset had ids before."""
+
+    def __init__(self, cur: duckdb.DuckDBPyConnection, dataset: str, first_record: int):
+        self.dataset = dataset
+        self.first_record = first_record
+        self.in_store = cur.execute("SELECT count(source_id) > 0 FROM store.records WHERE dataset = ?",
+                                    [dataset]).fetchall()[0][0]
+        self.seen: list[pl.DataFrame] = []
+
+    def accepted(self, good: pl.DataFrame) -> None:
+        ids = good.filter(pl.col("source_id").is_not_null()).select("source_id", "record_id")
+        if ids.height:
+            self.seen.append(ids)
+
+    def flag(self, cur: duckdb.DuckDBPyConnection, df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """`df` with rule `unique` set on duplicate ids, and (row, message) of those rows."""
+        none = pl.DataFrame(schema={"row": pl.Int64, "message": pl.String})
+        ids = df.filter(pl.col("rule").is_null() & pl.col("source_id").is_not_null()).select("row", "source_id")
+        if ids.height == 0:
+            return df, none
+        parts = []
+        if self.in_store:
+            cur.register("_ids", ids.select("source_id").to_arrow(compat_level=pl.CompatLevel.newest()))
+            try:
+                parts.append(cur.sql(
+                    "SELECT i.source_id, min(r.record_id) AS record_id FROM _ids i JOIN store.records r "
+                    "ON r.source_id = i.source_id AND r.dataset = ? AND r.record_id < ? GROUP BY 1",
+                    params=[self.dataset, self.first_record]).pl())
+            finally:
+                cur.unregister("_ids")
+        if self.seen:
+            parts.append(ids.select("source_id").join(pl.concat(self.seen), on="source_id", how="inner"))
+        existing = pl.concat(parts).group_by("source_id").agg(pl.col("record_id").min()) if parts else None
+        dup_in_file = ids.filter(ids["source_id"].is_duplicated() & ~ids["source_id"].is_first_distinct())
+        in_store = (ids.join(existing, on="source_id", how="inner") if existing is not None
+                    else ids.with_columns(pl.lit(None, pl.Int64).alias("record_id")).clear())
+        if dup_in_file.height == 0 and in_store.height == 0:
+            return df, none
+        msgs = pl.concat([
+            dup_in_file.select("row", pl.format("source id '{}' appears earlier in this file; ids must be unique",
+                                                pl.col("source_id")).alias("message")),
+            in_store.select("row", pl.format("source id '{}' is already in dataset as record {}; drop the row or "
+                                             "ingest into a new dataset", pl.col("source_id"),
+                                             pl.col("record_id")).alias("message")),
+        ]).unique("row", keep="first")
+        df = df.with_columns(pl.when(pl.col("row").is_in(msgs["row"].implode())).then(pl.lit("unique"))
+                             .otherwise(pl.col("rule")).alias("rule"))
+        return df, msgs
 
 
 def write_quarantine(cur: duckdb.DuckDBPyConnection, ingest_id: int, dataset: str, file: str, rows: pl.DataFrame) -> None:
