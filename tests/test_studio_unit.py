@@ -16,6 +16,7 @@ from curation.store import now
 from labeling import studio as ls
 from labeling.studio import server as ls_server
 from tests.helpers import make_dataset
+from tests.review_helpers import make_instruction_dataset, response_losses, select
 
 TOKEN = "0123456789abcdef0123456789abcdef01234567"
 
@@ -572,3 +573,210 @@ def test_any_delivery_order_and_repeats_give_the_same_state(tmp_path_factory, da
             return anns, deleted, gold
 
     assert final_state(events) == final_state(shuffled + repeats)
+
+
+# -- instruction review ------------------------------------------------------------------------------------
+CONVO = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"},
+         {"role": "assistant", "content": "Paris."}]
+
+
+def _review(text=None, verdict=None, rating=None):
+    out = []
+    if text is not None:
+        out.append({"from_name": "response", "to_name": "dialogue", "type": "textarea", "value": {"text": [text]}})
+    if verdict is not None:
+        out.append({"from_name": "verdict", "to_name": "dialogue", "type": "choices",
+                    "value": {"choices": [verdict]}})
+    if rating is not None:
+        out.append({"from_name": "rating", "to_name": "dialogue", "type": "rating", "value": {"rating": rating}})
+    return out
+
+
+def test_review_config_and_classification_config_unchanged():
+    cfg = ls.review_config()
+    assert '<Paragraphs name="dialogue" value="$dialogue" layout="dialogue" nameKey="author" textKey="text"/>' in cfg
+    assert '<TextArea name="response" toName="dialogue" editable="true"' in cfg
+    assert all(f'<Choice value="{v}"/>' in cfg for v in ("accept", "reject", "edited"))
+    assert '<Rating name="rating" toName="dialogue" maxRating="5"/>' in cfg
+    assert ls.project_config("instruction", ["keep", "drop"]) == cfg
+    assert ls.project_config("classification", ["ham", "spam"]) == ls.label_config(["ham", "spam"])
+    import xml.etree.ElementTree as ET
+
+    names = {e.get("name") for e in ET.fromstring(cfg).iter() if e.get("name")}
+    assert {"dialogue", "response", "verdict", "rating"} <= names
+
+
+def test_review_task_payload_and_pre_annotation():
+    turns, response = ls.dialogue_turns(json.dumps(CONVO))
+    assert turns == [{"author": "system", "text": "Be brief."}, {"author": "user", "text": "Capital of France?"}]
+    assert response == "Paris."
+    t = ls.review_task(CONVO, 7, "h", model_version="sft1", score=0.25, suggestion="drop")
+    assert t["data"] == {"dialogue": turns, "response": "Paris.", "record_id": 7, "input_hash": "h", "revision": 0}
+    (pred,) = t["predictions"]
+    assert (pred["model_version"], pred["score"]) == ("sft1", 0.25)
+    assert pred["result"][0] == {"from_name": "response", "to_name": "dialogue", "type": "textarea",
+                                 "value": {"text": ["Paris."]}}
+    assert ls.result_label(pred["result"]) == "reject"
+    # the latest accepted revision is what the annotator sees; no suggestion, no pre-selected choice
+    t2 = ls.review_task(CONVO, 7, "h", response="Paris, France.", revision=2, model_version="v", score=None)
+    assert t2["data"]["response"] == "Paris, France." and t2["data"]["revision"] == 2
+    assert [r["type"] for r in t2["predictions"][0]["result"]] == ["textarea"]
+    assert "predictions" not in ls.review_task(CONVO, 7, "h")
+    assert ls.replace_response(CONVO, "Lyon?")[-1] == {"role": "assistant", "content": "Lyon?"}
+    assert ls.replace_response(CONVO[:2], "Paris.")[-1] == {"role": "assistant", "content": "Paris."}
+    assert CONVO[-1]["content"] == "Paris."                     # not modified in place
+
+
+def test_loss_scores_serve_the_highest_loss_first():
+    s = ls.loss_scores([0.1, 3.0, None, float("nan"), 1.0])
+    assert s[2] is None and s[3] is None
+    assert s[1] < s[4] < s[0] <= 1.0 and s[0] == pytest.approx(np.exp(-0.1))
+
+
+@pytest.mark.parametrize(("result", "current", "expected"), [
+    (_review("Paris.", "accept", 4), "Paris.", ("accept", "keep", None, 4)),
+    (_review("Paris.", "reject", 1), "Paris.", ("reject", "drop", None, 1)),
+    (_review("Paris, France.", "edited", 5), "Paris.", ("edited", "keep", "Paris, France.", 5)),
+    # a changed text counts as an edit even when `accept` was chosen; whitespace alone is no change
+    (_review("Paris is the capital.", "accept"), "Paris.", ("accept", "keep", "Paris is the capital.", None)),
+    (_review("Paris.  \r\n", "edited"), "Paris.", ("edited", "keep", None, None)),
+    # a rejected response is not revised; an edit without a verdict still keeps
+    (_review("Lyon.", "reject"), "Paris.", ("reject", "drop", None, None)),
+    (_review("Lyon."), "Paris.", (None, "keep", "Lyon.", None)),
+    (_review(None, None, 3), "Paris.", (None, None, None, 3)),
+    (_review("", "edited", 9), "Paris.", ("edited", "keep", None, None)),      # empty text, rating out of range
+    ([], "Paris.", (None, None, None, None)),
+])
+def test_review_outcome(result, current, expected):
+    o = ls.review_outcome(result, current)
+    assert (o.verdict, o.label, o.revised, o.rating) == expected
+
+
+@pytest.fixture
+def reviewed(store):
+    """Two instruction records pushed as tasks 201, 202 of project 6."""
+    ids = make_instruction_dataset(store, "inst", [("Capital of France?", "Paris."), ("2+2?", "5")],
+                                   system="Be brief.")
+    with store.transaction() as cur:
+        cur.execute("INSERT INTO store.ls_projects VALUES ('inst', 6, NULL, NULL, ?)", [now()])
+        for i, rid in enumerate(ids):
+            h = store.one("SELECT input_hash FROM store.records WHERE record_id = ?", [rid])
+            cur.execute("INSERT INTO store.ls_tasks (project_id, input_hash, task_id, record_id, pushed_at) "
+                        "VALUES (6, ?, ?, ?, ?)", [h, 201 + i, rid, now()])
+    return ids
+
+
+def _rann(aid, task, result, updated="2026-11-21T06:00:00Z", user=3, **kw):
+    return {"id": aid, "task": task, "project": 6, "completed_by": user, "result": result,
+            "created_at": "2026-11-21T05:59:00Z", "updated_at": updated, "lead_time": 3.0, **kw}
+
+
+def _revisions(store):
+    return store.query("SELECT record_id, revision, parent_revision, source, annotator, annotation_id, status, "
+                       "response FROM store.revisions ORDER BY revision")
+
+
+def test_review_accept_reject_and_rating(store, reviewed):
+    users = {3: "rev@example.org"}
+    a = ls.record_annotation(store, _rann(1, 201, _review("Paris.", "accept", 4)), users=users)
+    b = ls.record_annotation(store, _rann(2, 202, _review("5", "reject", 1)), users=users)
+    assert (a["gold"], b["gold"]) == ("set", "set") and "revision" not in a
+    assert _gold(store, reviewed[0]) == ("keep", "annotation", "1", "rev@example.org")
+    assert _gold(store, reviewed[1])[0] == "drop"
+    assert store.query("SELECT label, rating, response FROM store.annotations ORDER BY annotation_id") == [
+        ("keep", 4, "Paris."), ("drop", 1, "5")]
+    assert _revisions(store) == []
+
+
+def test_review_edit_is_a_revision_idempotent_superseded_and_withdrawn(store, reviewed):
+    rid = reviewed[1]
+    users = {3: "rev@example.org"}
+    ev = _rann(5, 202, _review("4", "edited", 5))
+    out = ls.record_annotation(store, ev, users=users)
+    assert (out["outcome"], out["gold"], out["revision"]) == ("created", "set", "revised")
+    assert ls.record_annotation(store, ev, users=users)["outcome"] == "duplicate"        # same event twice
+    assert ls.record_annotation(store, ev, via="pull", users=users)["outcome"] == "duplicate"
+    assert _revisions(store) == [(rid, 1, 0, "annotation", "rev@example.org", 5, "accepted", "4")]
+    assert _gold(store, rid)[0] == "keep"
+    view = store.query("SELECT response, revision, messages FROM main.instructions WHERE record_id = ?", [rid])[0]
+    assert view[:2] == ("4", 1)
+    assert json.loads(view[2]) == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
+                                   {"role": "assistant", "content": "4"}]
+    assert store.query("SELECT rating, response FROM store.annotations WHERE annotation_id = 5") == [(5, "4")]
+
+    # an updated annotation with the same text: still one revision; with another text: its revision replaced
+    later = _rann(5, 202, _review("4", "edited", 4), updated="2026-11-21T06:01:00Z")
+    assert ls.record_annotation(store, later, users=users)["revision"] == "unchanged"
+    newer = _rann(5, 202, _review("Four.", "edited", 4), updated="2026-11-21T06:02:00Z")
+    assert ls.record_annotation(store, newer, users=users)["revision"] == "revised"
+    assert [r[1:3] + r[6:] for r in _revisions(store)] == [(1, 0, "superseded", "4"), (2, 0, "accepted", "Four.")]
+    # a second annotator edits on top of the accepted revision: parent is revision 2
+    other = _rann(6, 202, _review("Four (4).", "edited", 5), user=4)
+    ls.record_annotation(store, other, users={4: "other@example.org"})
+    assert _revisions(store)[-1][1:3] == (3, 2)
+    assert store.one("SELECT response FROM main.instructions WHERE record_id = ?", [rid]) == "Four (4)."
+    # the first annotator changes its mind to a plain accept: its revision is withdrawn
+    accept = _rann(5, 202, _review("Four (4).", "accept"), updated="2026-11-21T06:03:00Z")
+    assert ls.record_annotation(store, accept, users=users)["revision"] == "withdrawn"
+    # deleting the second annotation withdraws its revision; the ingested response is back, gold from #5 (keep)
+    assert ls.mark_deleted(store, [6])["deleted"] == 1
+    assert store.query("SELECT count(*) FROM store.revisions WHERE status = 'accepted'") == [(0,)]
+    assert store.one("SELECT response FROM main.instructions WHERE record_id = ?", [rid]) == "5"
+    assert _gold(store, rid)[:3] == ("keep", "annotation", "5")
+    ls.mark_deleted(store, [5])
+    assert _gold(store, rid) is None
+
+
+def test_review_webhook_cancelled_and_tombstoned(store, reviewed):
+    rid = reviewed[0]
+    skipped = _rann(7, 201, _review("Lyon.", "edited"), was_cancelled=True)
+    assert "revision" not in ls.record_annotation(store, skipped)            # skipped: no revision, no gold
+    assert _revisions(store) == [] and _gold(store, rid) is None
+    ls.mark_deleted(store, [8], project_id=6)                                   # deletion before creation
+    out = ls.handle_webhook(store, {"action": "ANNOTATION_CREATED", "project": {"id": 6},
+                                    "annotation": _rann(8, 201, _review("Lyon.", "edited")),
+                                    "task": {"id": 201, "data": {}}})
+    assert out["outcomes"] == {"deleted": 1} and _revisions(store) == []
+
+
+def test_push_instruction_selection_orders_by_response_loss(store, client, fake):
+    ids = make_instruction_dataset(store, "inst", [("a?", "A."), ("b?", "B."), ("c?", "C.")])
+    response_losses(store, "sft1", "inst", {ids[0]: 0.2, ids[1]: 2.0, ids[2]: 1.0})
+    select(store, "inst", "r1", ids, run_id="sft1")
+    with store.transaction() as cur:        # an accepted edit of record 3: the task shows it
+        cur.execute("INSERT INTO store.revisions VALUES (?, 1, 'C, edited.', '[]', 0, 'annotation', 'x', 9, "
+                    "'accepted', ?)", [ids[2], now()])
+    info = ls.ensure_project(store, "inst", client)
+    assert info["label_config"] == ls.review_config()
+    out = ls.push_selection(store, "r1", client=client)
+    assert (out["created"], out["reranked"], out["model_version"]) == (3, 3, "sft1")
+    assert fake.projects[1]["model_version"] == "sft1" and fake.preds == []
+    by_record = {t["data"]["record_id"]: t for t in fake.tasks.values()}
+    assert by_record[ids[2]]["data"]["response"] == "C, edited." and by_record[ids[2]]["data"]["revision"] == 1
+    scores = {rid: t["predictions"][0]["score"] for rid, t in by_record.items()}
+    assert min(scores, key=scores.get) == ids[1]                   # the highest loss is served first
+    assert scores[ids[0]] == pytest.approx(np.exp(-0.2), abs=1e-6)
+    assert all(len(t["predictions"]) == 1 for t in fake.tasks.values())
+    # a later run re-ranks with the same pre-annotation (the text area), not a class choice
+    response_losses(store, "sft2", "inst", {ids[0]: 3.0, ids[1]: 0.1, ids[2]: 0.5})
+    r = ls.rerank(store, "inst", client, run_id="sft2")
+    assert r["reranked"] == 3 and fake.projects[1]["model_version"] == "sft2"
+    pred = {p["task"]: p for p in fake.preds}
+    first = next(t for t in fake.tasks.values() if t["data"]["record_id"] == ids[0])
+    assert pred[first["id"]]["result"][0]["value"] == {"text": ["A."]}
+    assert pred[first["id"]]["score"] == pytest.approx(np.exp(-3.0), abs=1e-6)
+
+
+def test_push_instruction_without_run_uses_the_quality_probability(store, client, fake):
+    ids = make_instruction_dataset(store, "inst", [("a?", "A."), ("b?", "B.")])
+    with store.transaction() as cur:
+        cur.execute("INSERT INTO store.label_models (model_id, dataset, lf_set_id, kind, created_at) "
+                    "VALUES ('lm1', 'inst', 'lfs', 'majority', ?)", [now()])
+        cur.execute("INSERT INTO store.weak_labels VALUES ('lm1', ?, [0.9, 0.1], 'keep', 0.9)", [ids[0]])
+        cur.execute("INSERT INTO store.weak_labels VALUES ('lm1', ?, [0.4, 0.6], 'drop', 0.6)", [ids[1]])
+    select(store, "inst", "r1", ids)
+    out = ls.push_selection(store, "r1", client=client)
+    assert out["model_version"] == "quality:lm1"
+    by_record = {t["data"]["record_id"]: t["predictions"][0] for t in fake.tasks.values()}
+    assert by_record[ids[1]]["score"] == pytest.approx(0.6) and ls.result_label(by_record[ids[1]]["result"]) == "reject"
+    assert ls.result_label(by_record[ids[0]]["result"]) == "accept"

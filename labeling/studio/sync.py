@@ -23,7 +23,13 @@ from typing import Any
 from curation.errors import InputError, NotFound
 from curation.store import Store, now
 from labeling.studio.client import StudioClient
-from labeling.studio.tasks import result_label
+from labeling.studio.tasks import (
+    ReviewOutcome,
+    dialogue_turns,
+    replace_response,
+    result_label,
+    review_outcome,
+)
 
 WEBHOOK_HEADER = "X-Curate-Webhook-Token"
 WEBHOOK_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
@@ -62,13 +68,13 @@ def parse_ts(value: Any) -> dt.datetime | None:
 # -- annotations -------------------------------------------------------------------------------------------
 _UPSERT = """
 INSERT INTO store.annotations (annotation_id, project_id, task_id, record_id, label, annotator, created_at,
-    updated_at, lead_time, was_cancelled, deleted, result, via, received_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, false, ?, ?, ?)
+    updated_at, lead_time, was_cancelled, deleted, result, via, received_at, rating, response)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, false, ?, ?, ?, ?, ?)
 ON CONFLICT (annotation_id) DO UPDATE SET project_id = excluded.project_id, task_id = excluded.task_id,
     record_id = excluded.record_id, label = excluded.label, annotator = excluded.annotator,
     created_at = excluded.created_at, updated_at = excluded.updated_at, lead_time = excluded.lead_time,
     was_cancelled = excluded.was_cancelled, result = excluded.result, via = excluded.via,
-    received_at = excluded.received_at
+    received_at = excluded.received_at, rating = excluded.rating, response = excluded.response
 """
 
 
@@ -125,18 +131,98 @@ def _record(cur, ann: Mapping[str, Any], via: str, task: Mapping[str, Any] | Non
             # same version again; only fill in a better annotator name (webhooks carry only the user id)
             if annotator and p_annotator != annotator and (p_annotator or "").startswith("ls-user:"):
                 cur.execute("UPDATE store.annotations SET annotator = ? WHERE annotation_id = ?", [annotator, aid])
+                cur.execute("UPDATE store.revisions SET annotator = ? WHERE annotation_id = ?", [annotator, aid])
                 gold = _refresh_gold(cur, prev[0][5])
                 return {"annotation_id": aid, "outcome": "updated", "record_id": prev[0][5], "gold": gold}
             return {"annotation_id": aid, "outcome": "duplicate", "record_id": prev[0][5], "gold": "unchanged"}
         if annotator and annotator.startswith("ls-user:") and p_annotator and not p_annotator.startswith("ls-user:"):
             annotator = p_annotator
     result = ann.get("result") or []
-    cur.execute(_UPSERT, [aid, project_id, task_id, record_id, result_label(result), annotator,
+    cancelled = bool(ann.get("was_cancelled"))
+    review: ReviewOutcome | None = None
+    if _is_instruction(cur, record_id, project_id):
+        # the response the annotator was shown: the latest accepted revision not made by this annotation
+        review = review_outcome(result, _current(cur, record_id, aid)[1] if record_id is not None else None)
+        label, rating, response = review.label, review.rating, review.response
+    else:
+        label, rating, response = result_label(result), None, None
+    cur.execute(_UPSERT, [aid, project_id, task_id, record_id, label, annotator,
                           parse_ts(ann.get("created_at")), updated, _float(ann.get("lead_time")),
-                          bool(ann.get("was_cancelled")), json.dumps(result), via, now()])
+                          cancelled, json.dumps(result), via, now(), rating, response])
+    revision = None
+    if review is not None and record_id is not None:
+        revision = _sync_revision(cur, record_id, aid, annotator, None if cancelled else review.revised)
     gold = _refresh_gold(cur, record_id) if record_id is not None else "unchanged"
     outcome = "unknown_task" if record_id is None else ("updated" if prev else "created")
-    return {"annotation_id": aid, "outcome": outcome, "record_id": record_id, "gold": gold}
+    out = {"annotation_id": aid, "outcome": outcome, "record_id": record_id, "gold": gold}
+    if revision is not None:
+        out["revision"] = revision
+    return out
+
+
+# -- instruction review: revisions ----------------------------------------------------------------------------
+def _is_instruction(cur, record_id: int | None, project_id: int | None) -> bool:
+    if record_id is not None:
+        row = cur.execute("SELECT d.task FROM store.records r JOIN store.datasets d ON d.name = r.dataset "
+                          "WHERE r.record_id = ?", [record_id]).fetchall()
+    elif project_id is not None:
+        row = cur.execute("SELECT d.task FROM store.ls_projects p JOIN store.datasets d ON d.name = p.dataset "
+                          "WHERE p.project_id = ?", [project_id]).fetchall()
+    else:
+        return False
+    return bool(row) and row[0][0] == "instruction"
+
+
+def _current(cur, record_id: int, aid: int | None) -> tuple[int, str | None, Any]:
+    """(revision, response, messages) of the latest accepted revision not made by annotation `aid`; revision
+    0, the record as ingested, when there is none."""
+    row = cur.execute("SELECT revision, response, messages FROM store.revisions WHERE record_id = ? "
+                      "AND status = 'accepted' AND annotation_id IS DISTINCT FROM ? ORDER BY revision DESC LIMIT 1",
+                      [record_id, aid]).fetchall()
+    if row:
+        return int(row[0][0]), row[0][1], row[0][2]
+    rec = cur.execute("SELECT response, messages FROM store.records WHERE record_id = ?", [record_id]).fetchall()
+    if not rec:
+        return 0, None, None
+    response = rec[0][0] if rec[0][0] is not None else dialogue_turns(rec[0][1])[1]
+    return 0, response, rec[0][1]
+
+
+def _sync_revision(cur, record_id: int, aid: int, annotator: str | None, text: str | None) -> str | None:
+    """Keep annotation `aid`'s revision of the record in step with it: a new revision (max + 1, parent = the
+    revision the annotator edited, status accepted) when it edits the response, nothing when its revision
+    already has that text, the old one superseded when the edit changed, withdrawn when it no longer edits.
+    Returns 'revised' | 'unchanged' | 'withdrawn' | None (no revision involved)."""
+    own = cur.execute("SELECT revision, response, parent_revision FROM store.revisions WHERE record_id = ? "
+                      "AND annotation_id = ? AND status = 'accepted' ORDER BY revision DESC",
+                      [record_id, aid]).fetchall()
+    if text is None:
+        if not own:
+            return None
+        _withdraw(cur, aid)
+        return "withdrawn"
+    if own and own[0][1] == text:
+        return "unchanged"
+    if own:
+        parent = own[0][2]
+        base = cur.execute("SELECT messages FROM store.revisions WHERE record_id = ? AND revision = ?",
+                           [record_id, parent]).fetchall()
+        messages = base[0][0] if base else _current(cur, record_id, aid)[2]
+        _withdraw(cur, aid)
+    else:
+        parent, _, messages = _current(cur, record_id, aid)
+    rev = cur.execute("SELECT coalesce(max(revision), 0) + 1 FROM store.revisions WHERE record_id = ?",
+                      [record_id]).fetchall()[0][0]
+    cur.execute("INSERT INTO store.revisions (record_id, revision, response, messages, parent_revision, source, "
+                "annotator, annotation_id, status, created_at) VALUES (?, ?, ?, ?, ?, 'annotation', ?, ?, "
+                "'accepted', ?)", [record_id, rev, text, json.dumps(replace_response(messages, text)), parent,
+                                   annotator, aid, now()])
+    return "revised"
+
+
+def _withdraw(cur, aid: int) -> None:
+    cur.execute("UPDATE store.revisions SET status = 'superseded' WHERE annotation_id = ? AND status = 'accepted'",
+                [aid])
 
 
 def _float(v: Any) -> float | None:
@@ -222,6 +308,7 @@ def _delete(cur, aid: int, project_id: int | None, via: str) -> str:
         return "tombstoned"
     cur.execute("UPDATE store.annotations SET deleted = true, via = ?, received_at = ? WHERE annotation_id = ?",
                 [via, now(), aid])
+    _withdraw(cur, aid)               # an instruction edit's revision goes with its annotation
     _refresh_gold(cur, row[0][1])
     return "deleted"
 

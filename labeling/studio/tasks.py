@@ -17,9 +17,12 @@ most uncertain task of the whole project comes first, across rounds. Then ONE PA
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
@@ -81,7 +84,139 @@ def rank_version(run_id: str, kind: str = "least_confidence") -> str:
     return run_id if kind == "least_confidence" else f"{run_id}:{kind}"
 
 
+# -- instruction review: pure cores -----------------------------------------------------------------------
+DIALOGUE, RESPONSE, VERDICT, RATING = "dialogue", "response", "verdict", "rating"
+VERDICTS = {"accept": "keep", "reject": "drop", "edited": "keep"}   # the choice -> the gold label it implies
+SUGGESTION = {"keep": "accept", "drop": "reject"}                  # a quality label -> the pre-selected choice
+
+
+def review_config() -> str:
+    """The review config of an instruction dataset: the conversation turn by turn (`Paragraphs` in dialogue
+    layout over `$dialogue`, a list of {author, text}), the current response read-only, an editable text area
+    (pre-filled by the pre-annotation) for the response, accept / reject / edited, and a 1-5 rating."""
+    choices = "\n".join(f'    <Choice value="{v}"/>' for v in VERDICTS)
+    return (f'<View>\n  <Header value="Conversation"/>\n'
+            f'  <Paragraphs name="{DIALOGUE}" value="${DIALOGUE}" layout="dialogue" nameKey="author" '
+            f'textKey="text"/>\n'
+            f'  <Header value="Current response"/>\n  <Text name="current" value="${RESPONSE}"/>\n'
+            f'  <Header value="Response (edit it if it needs fixing, then choose edited)"/>\n'
+            f'  <TextArea name="{RESPONSE}" toName="{DIALOGUE}" editable="true" rows="8" maxSubmissions="1"/>\n'
+            f'  <Choices name="{VERDICT}" toName="{DIALOGUE}" choice="single-radio" showInline="true" '
+            f'required="true">\n{choices}\n  </Choices>\n'
+            f'  <Header value="Quality of the final response"/>\n'
+            f'  <Rating name="{RATING}" toName="{DIALOGUE}" maxRating="5"/>\n</View>')
+
+
+def project_config(task: str, labels: Sequence[str]) -> str:
+    """The label config of a dataset: the review config for `instruction`, else the classification config."""
+    return review_config() if task == "instruction" else label_config(labels)
+
+
+def dialogue_turns(messages: Any) -> tuple[list[dict], str]:
+    """The conversation before the last assistant turn as Paragraphs items ({author, text}), and that turn's
+    text (the response; '' when the conversation does not end with one)."""
+    msgs = json.loads(messages) if isinstance(messages, str) else list(messages or [])
+    response = ""
+    if msgs and isinstance(msgs[-1], dict) and msgs[-1].get("role") == "assistant":
+        response = str(msgs[-1].get("content") or "")
+        msgs = msgs[:-1]
+    return [{"author": str(m.get("role", "")), "text": str(m.get("content") or "")} for m in msgs], response
+
+
+def replace_response(messages: Any, response: str) -> list[dict]:
+    """The conversation with its last assistant turn replaced by `response` (appended when there is none)."""
+    msgs = [dict(m) for m in (json.loads(messages) if isinstance(messages, str) else list(messages or []))]
+    if msgs and msgs[-1].get("role") == "assistant":
+        msgs[-1]["content"] = response
+    else:
+        msgs.append({"role": "assistant", "content": response})
+    return msgs
+
+
+def review_result(response: str, suggestion: str | None = None) -> list[dict]:
+    """A review pre-annotation: the text area pre-filled with the current response, plus the choice the
+    quality label suggests (keep -> accept, drop -> reject; none for other labels)."""
+    out = [{"from_name": RESPONSE, "to_name": DIALOGUE, "type": "textarea", "value": {"text": [response]}}]
+    verdict = SUGGESTION.get(suggestion or "")
+    if verdict:
+        out.append({"from_name": VERDICT, "to_name": DIALOGUE, "type": "choices",
+                    "value": {"choices": [verdict]}})
+    return out
+
+
+def review_task(messages: Any, record_id: int, input_hash: str, *, response: str | None = None,
+                revision: int = 0, model_version: str | None = None, score: float | None = None,
+                suggestion: str | None = None) -> dict:
+    """One review task: the dialogue, the current response (the latest accepted revision) and our ids in
+    `data`; one prediction (the pre-annotation, which is also the ordering prediction: model_version = the
+    round's version, score = lowest first)."""
+    turns, last = dialogue_turns(messages)
+    response = last if response is None else response
+    task: dict[str, Any] = {"data": {DIALOGUE: turns, RESPONSE: response, "record_id": int(record_id),
+                                     "input_hash": input_hash, "revision": int(revision or 0)}}
+    if model_version is not None:
+        task["predictions"] = [{"model_version": model_version, "result": review_result(response, suggestion),
+                                "score": None if score is None else round(float(score), 6)}]
+    return task
+
+
+@dataclass(frozen=True)
+class ReviewOutcome:
+    """What one review annotation says: the verdict chosen, the gold label it implies (None: no verdict and
+    no edit), the response text the annotator left, the edited text when it is a new revision, the rating."""
+    verdict: str | None
+    label: str | None
+    response: str | None
+    revised: str | None
+    rating: int | None
+
+
+def _same_text(a: str | None, b: str | None) -> bool:
+    def norm(x: str | None) -> str:
+        return re.sub(r"[ \t]+\n", "\n", (x or "").replace("\r\n", "\n")).strip()
+    return norm(a) == norm(b)
+
+
+def review_outcome(result: Any, current: str | None) -> ReviewOutcome:
+    """Parse a review annotation against the response it was shown (`current`).
+
+    accept -> keep; reject -> drop; edited, or a text area that differs from `current` (after trimming
+    whitespace) -> keep and a new revision with that text. A rejected response is not revised (the edit is
+    kept in the annotation only); `edited` with an unchanged or empty text is a plain keep. Without a verdict
+    an edit still counts (keep); a rating alone implies no label."""
+    regions = [r for r in (result or []) if isinstance(r, dict)]
+    choices = [r for r in regions if r.get("type") == "choices"]
+    choices.sort(key=lambda r: r.get("from_name") != VERDICT)      # ours first, any other choices after
+    picked = ((choices[0].get("value") or {}).get("choices") or []) if choices else []
+    verdict = str(picked[0]) if picked else None
+    text = rating = None
+    for r in regions:
+        value = r.get("value") or {}
+        if r.get("type") == "textarea" and text is None:
+            t = value.get("text")
+            text = "\n".join(str(x) for x in t) if isinstance(t, list) else (None if t is None else str(t))
+        elif r.get("type") == "rating" and rating is None:
+            try:
+                rating = int(value.get("rating"))
+            except (TypeError, ValueError):
+                rating = None
+            if rating is not None and not 1 <= rating <= 5:
+                rating = None
+    changed = text is not None and text.strip() != "" and not _same_text(text, current)
+    revised = text.strip() if changed and verdict != "reject" else None
+    label = VERDICTS.get(verdict or "") or ("keep" if revised else None)
+    return ReviewOutcome(verdict, label, text, revised, rating)
+
+
 # -- projects ----------------------------------------------------------------------------------------------
+def dataset_task(store: Store, dataset: str) -> str:
+    """'classification' or 'instruction' (NotFound names the known datasets)."""
+    task = store.one("SELECT task FROM store.datasets WHERE name = ?", [dataset])
+    if task is None:
+        store.dataset(dataset)          # raises NotFound with the known names
+    return str(task or "classification")
+
+
 def project_title(dataset: str) -> str:
     return f"curate: {dataset}"
 
@@ -95,7 +230,7 @@ def ensure_project(store: Store, dataset: str, client: StudioClient) -> dict:
 
 def _ensure_project(store: Store, dataset: str, client: StudioClient) -> tuple[dict, dict]:
     ds = store.dataset(dataset)
-    config = label_config(ds["labels"])
+    config = project_config(dataset_task(store, dataset), ds["labels"])
     row = store.query("SELECT project_id, label_config FROM store.ls_projects WHERE dataset = ?", [dataset])
     project: dict | None = None
     if row:
@@ -156,32 +291,45 @@ def push_selection(store: Store, selection_id: str, *, run_id: str | None = None
     pid = info["project_id"]
     adopted = _adopt_unknown_tasks(store, client, pid, dataset, project.get("task_number") or 0)
 
+    instruction = dataset_task(store, dataset) == "instruction"
+    source_version, source_sql, source_params = _ordering_source(store, dataset, run_id, uncertainty_kind,
+                                                                  instruction)
+    review_cols, review_join = ("i.messages, i.response, i.revision",
+                                "LEFT JOIN main.instructions i ON i.record_id = sel.record_id") if instruction \
+        else ("NULL, NULL, NULL", "")
     rows = store.query(
-        """
+        f"""
         WITH sel AS (
             SELECT s.record_id, s.rank, r.text, r.input_hash,
                    row_number() OVER (PARTITION BY r.input_hash ORDER BY s.rank, s.record_id) AS dup
             FROM store.selections s JOIN store.records r USING (record_id)
-            WHERE s.selection_id = ?)
-        SELECT sel.record_id, sel.text, sel.input_hash, p.label, p.confidence, g.label, g.source_ref, sel.dup,
-               t.task_id IS NOT NULL AS known, p.probs, sel.rank
+            WHERE s.selection_id = ?),
+        src AS ({source_sql})
+        SELECT sel.record_id, sel.text, sel.input_hash, src.label, src.confidence, g.label, g.source_ref, sel.dup,
+               t.task_id IS NOT NULL AS known, src.probs, sel.rank, src.loss, {review_cols}
         FROM sel
-        LEFT JOIN store.predictions p ON p.run_id = ? AND p.record_id = sel.record_id
+        LEFT JOIN src ON src.record_id = sel.record_id
         LEFT JOIN store.gold_labels g ON g.record_id = sel.record_id AND g.source = 'imported'
         LEFT JOIN store.ls_tasks t ON t.project_id = ? AND t.input_hash = sel.input_hash
+        {review_join}
         ORDER BY sel.rank, sel.record_id
-        """, [selection_id, run_id, pid])
+        """, [selection_id, *source_params, pid])
     duplicates = sum(1 for r in rows if r[7] > 1)
     todo = [r for r in rows if r[7] == 1 and not r[8]]
     skipped = sum(1 for r in rows if r[7] == 1 and r[8])
     # New tasks carry their ordering prediction from the start (for least confidence it IS the pre-annotation:
     # its score, the confidence, is 1 - uncertainty); only tasks pushed earlier are re-ranked afterwards.
-    version, scores = _order_scores(todo, run_id, selection_id, int(n_selected), uncertainty_kind)
+    version, scores = _order_scores(todo, source_version, selection_id, int(n_selected), uncertainty_kind)
     created = 0
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
         tasks = []
         for i, r in enumerate(batch, start):
+            if instruction:
+                # one prediction: the pre-annotation (text area, suggested choice) that also orders the task
+                tasks.append(review_task(r[12], r[0], r[2], response=r[13], revision=r[14], model_version=version,
+                                         score=scores[i], suggestion=r[3]))
+                continue
             task = task_payload(r[1], r[0], r[2], run_id=run_id, label=r[3], confidence=r[4])
             if scores[i] is not None and version != run_id:
                 task.setdefault("predictions", []).append(
@@ -217,13 +365,60 @@ def push_selection(store: Store, selection_id: str, *, run_id: str | None = None
     return result
 
 
-def _order_scores(rows: list, run_id: str | None, selection_id: str, n: int, kind: str
+_NO_SOURCE = ("SELECT NULL::BIGINT AS record_id, NULL::DOUBLE[] AS probs, NULL::DOUBLE AS loss, "
+              "NULL::TEXT AS label, NULL::DOUBLE AS confidence WHERE false")
+
+
+def _ordering_source(store: Store, dataset: str, run_id: str | None, kind: str, instruction: bool
+                     ) -> tuple[str | None, str, list]:
+    """Where a round's order comes from: (model_version, SQL of (record_id, probs, loss, label, confidence),
+    params); version None: no model scores (the selection's rank orders).
+
+    - an SFT run (it has `response_scores`): the response loss; score = exp(-loss), the mean token probability
+      of the response, so the highest loss comes first; the label (the pre-selected choice) is the latest
+      quality label model's;
+    - any other run: its class probabilities (`predictions`), score = 1 - uncertainty under `kind`;
+    - no run, instruction dataset with a quality label model: the quality probability (`weak_labels` of the
+      latest label model), score = 1 - uncertainty."""
+    weak = None
+    if instruction:
+        weak = store.one("SELECT model_id FROM store.label_models WHERE dataset = ? "
+                         "ORDER BY created_at DESC, model_id DESC LIMIT 1", [dataset])
+    if run_id is not None:
+        if store.one("SELECT count(*) FROM store.response_scores WHERE run_id = ?", [run_id]):
+            sql = ("SELECT s.record_id, NULL::DOUBLE[] AS probs, s.loss, w.label, exp(-s.loss) AS confidence "
+                   "FROM store.response_scores s LEFT JOIN store.weak_labels w ON w.model_id = ? "
+                   "AND w.record_id = s.record_id WHERE s.run_id = ?")
+            return run_id, sql, [weak, run_id]
+        sql = "SELECT record_id, probs, NULL::DOUBLE AS loss, label, confidence FROM store.predictions WHERE run_id = ?"
+        return rank_version(run_id, kind), sql, [run_id]
+    if weak is not None:
+        sql = ("SELECT record_id, probs, NULL::DOUBLE AS loss, label, confidence FROM store.weak_labels "
+               "WHERE model_id = ?")
+        return rank_version(f"quality:{weak}", kind), sql, [weak]
+    return None, _NO_SOURCE, []
+
+
+def loss_scores(losses: Sequence[float | None]) -> list[float | None]:
+    """The label stream's score of a response loss (mean token NLL): exp(-loss), the geometric-mean token
+    probability in (0, 1]; the highest loss gets the lowest score and is served first."""
+    return [None if x is None or not math.isfinite(float(x)) else math.exp(-max(float(x), 0.0)) for x in losses]
+
+
+def _scores(probs: list, losses: list, kind: str) -> list[float | None]:
+    by_probs = ordering_scores(probs, kind)
+    by_loss = loss_scores(losses)
+    return [lo if lo is not None else p for p, lo in zip(by_probs, by_loss)]
+
+
+def _order_scores(rows: list, version: str | None, selection_id: str, n: int, kind: str
                   ) -> tuple[str, list[float | None]]:
-    """The ordering version and score (lowest first) of each new task: 1 - uncertainty under the run, or the
-    selection's rank / n without a run. None where the run has no prediction for the record."""
-    if run_id is None:
+    """The ordering version and score (lowest first) of each new task: 1 - uncertainty under the run (or
+    exp(-loss) for an SFT run), or the selection's rank / n without model scores. None where the source has
+    no score for the record."""
+    if version is None:
         return f"{selection_id}{RANK_SUFFIX}", [r[10] / max(n, 1) for r in rows]
-    return rank_version(run_id, kind), ordering_scores([r[9] for r in rows], kind)
+    return version, _scores([r[9] for r in rows], [r[11] for r in rows], kind)
 
 
 def ordering_scores(probs: list, kind: str) -> list[float | None]:
@@ -287,32 +482,43 @@ def rerank(store: Store, dataset: str, client: StudioClient, *, run_id: str | No
         raise NotFound(f"dataset {dataset!r} has no Label Studio project yet; push a selection first")
     annotated = ("SELECT task_id FROM store.annotations WHERE project_id = ? AND task_id IS NOT NULL "
                  "AND NOT deleted AND NOT coalesce(was_cancelled, false)")
-    if run_id is not None:
-        version = rank_version(run_id, kind)
+    instruction = dataset_task(store, dataset) == "instruction"
+    # instruction tasks: the ordering prediction is also the pre-annotation (the text area with the current
+    # response), because Label Studio pre-fills only from predictions of the project's model_version
+    review_cols, review_join = (", i.response", "LEFT JOIN main.instructions i ON i.record_id = t.record_id") \
+        if instruction else (", NULL", "")
+    version, source_sql, source_params = _ordering_source(store, dataset, run_id, kind, instruction)
+    if version is not None:
         rows = store.query(
-            f"SELECT t.task_id, p.probs, p.label FROM store.ls_tasks t JOIN store.predictions p "
-            f"ON p.run_id = ? AND p.record_id = t.record_id WHERE t.project_id = ? "
-            f"AND t.rank_version IS DISTINCT FROM ? AND t.task_id NOT IN ({annotated}) ORDER BY t.task_id",
-            [run_id, pid, version, pid])
-        scores = ordering_scores([r[1] for r in rows], kind)
-        labels = [r[2] for r in rows]
+            f"WITH src AS ({source_sql}) SELECT t.task_id, src.probs, src.label, src.loss{review_cols} "
+            f"FROM store.ls_tasks t JOIN src ON src.record_id = t.record_id {review_join} "
+            f"WHERE t.project_id = ? AND t.rank_version IS DISTINCT FROM ? AND t.task_id NOT IN ({annotated}) "
+            f"ORDER BY t.task_id", [*source_params, pid, version, pid])
+        scores = _scores([r[1] for r in rows], [r[3] for r in rows], kind)
+        keep = [i for i, x in enumerate(scores) if x is not None]
+        rows, scores = [rows[i] for i in keep], [scores[i] for i in keep]
     else:
         if selection_id is None:
             raise InputError("rerank needs a run_id (model scores) or a selection_id (its rank)")
         version = f"{selection_id}{RANK_SUFFIX}"
         rows = store.query(
-            f"SELECT t.task_id, s.rank FROM store.ls_tasks t JOIN store.selections s "
-            f"ON s.selection_id = ? AND s.record_id = t.record_id WHERE t.project_id = ? "
+            f"SELECT t.task_id, NULL, NULL, s.rank{review_cols} FROM store.ls_tasks t JOIN store.selections s "
+            f"ON s.selection_id = ? AND s.record_id = t.record_id {review_join} WHERE t.project_id = ? "
             f"AND t.rank_version IS DISTINCT FROM ? AND t.task_id NOT IN ({annotated}) ORDER BY s.rank",
             [selection_id, pid, version, pid])
         n = max(len(rows), 1)
-        scores = [r[1] / n for r in rows]
-        labels = [None] * len(rows)
+        scores = [r[3] / n for r in rows]
+
+    def result(r) -> list[dict]:
+        if instruction:
+            return review_result(r[4] or "", r[2])
+        return choice_result(r[2]) if r[2] is not None else []
+
     for start in range(0, len(rows), batch_size):
         chunk = range(start, min(start + batch_size, len(rows)))
         client.predictions.import_(pid, [
             {"task": int(rows[i][0]), "model_version": version, "score": round(float(scores[i]), 6),
-             "result": choice_result(labels[i]) if labels[i] is not None else []} for i in chunk])
+             "result": result(rows[i])} for i in chunk])
         frame = pa.table({"task_id": pa.array([int(rows[i][0]) for i in chunk], pa.int64()),
                           "rank_score": pa.array([float(scores[i]) for i in chunk], pa.float64())})
         with store.transaction() as cur:
