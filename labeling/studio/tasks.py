@@ -13,6 +13,12 @@ confidence) is that prediction and a push sends nothing extra; margin and entrop
 pushed in earlier rounds get the new run's prediction through `POST /api/projects/{id}/import/predictions`, so the
 most uncertain task of the whole project comes first, across rounds. Then ONE PATCH sets the project's
 `model_version` with `show_collab_predictions` (sending `show_collab_predictions` alone clears `model_version`).
+
+Instruction datasets get the review config (`review_config`) and review tasks (`review_task`): one prediction
+per task that is both the pre-annotation (the editable text area pre-filled with the current response) and the
+ordering prediction, scored by exp(-response loss) of an SFT run, or by the quality probability
+(`_ordering_source`); `review_outcome` parses what the annotator did (docs/label-studio.md, "Reviewing
+instruction data").
 """
 
 from __future__ import annotations
@@ -473,7 +479,10 @@ def rerank(store: Store, dataset: str, client: StudioClient, *, run_id: str | No
     choice as result (annotators see the current model's suggestion). For least confidence (the default) that
     prediction is the run's pre-annotation itself: version = run id, score = confidence. Other kinds use the
     version `<run_id>:<kind>`. Then ONE PATCH of `model_version` with `show_collab_predictions` (and
-    `sampling`), skipped when the project is already so. Without a run, the selection's rank orders its tasks.
+    `sampling`), skipped when the project is already so. Without a run, the selection's rank orders its tasks
+    (instruction datasets: the latest quality label model's probability first). For an SFT run (it has
+    `response_scores`) the score is exp(-loss) and the version the run id; instruction tasks get the review
+    pre-annotation (text area with the current response) with it.
     Incremental: tasks that already carry this version are not sent again. One request per `batch_size`
     predictions: Label Studio's predictions import has a large fixed cost per request that grows with the
     project (measured ~13 s per request on a 10k-task project, whether it carries 500 or 4000 predictions)."""
