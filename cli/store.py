@@ -44,26 +44,59 @@ def ingest(
     group_field: Annotated[str | None, typer.Option(help="column tying records together (author, document)")] = None,
     labels: Annotated[str | None, typer.Option(help="the dataset's label set, comma-separated, e.g. ham,spam")] = None,
     exclude_fields: Annotated[str | None, typer.Option(help="columns not to store at all, comma-separated")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="csv|jsonl|parquet|hf (default: from the name)")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="csv|jsonl|parquet|hf (default: from the name), "
+                                                          "or an instruction layout (see --layout)")] = None,
     delimiter: Annotated[str | None, typer.Option(help="CSV delimiter (default: sniffed)")] = None,
+    task: Annotated[str | None, typer.Option(help="classification|instruction (default: the dataset's, else "
+                                                  "classification)")] = None,
+    layout: Annotated[str | None, typer.Option(help="instruction layout: auto|chat|alpaca|sharegpt|"
+                                                    "prompt-completion|dolly (also accepted as --format)")] = None,
+    prompt_field: Annotated[str | None, typer.Option(help="instruction: column with the prompt")] = None,
+    response_field: Annotated[str | None, typer.Option(help="instruction: column with the response")] = None,
+    system_field: Annotated[str | None, typer.Option(help="instruction: column with a system prompt")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="instruction: quarantine longer conversations")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Ingest a file into a dataset, enforcing the import contract (violating rows go to the quarantine)."""
+    """Ingest a file into a dataset, enforcing the import contract (violating rows go to the quarantine).
+    With --task instruction, rows are conversations (chat, Alpaca, ShareGPT, prompt/completion or Dolly)."""
     from curation.ingest import FieldMap
     from curation.ingest import ingest as run
+    from curation.instructions import FORMATS, InstructionFields, dataset_task, ingest_instructions
 
+    if fmt in FORMATS + ("auto",):  # the issue's `--format chat`: a layout, not a file format
+        if layout not in (None, fmt):
+            raise InputError(f"--format {fmt} and --layout {layout} disagree; give the layout once")
+        fmt, layout, task = None, fmt, task or "instruction"
     label_list = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
+    exclude = tuple(c.strip() for c in (exclude_fields or "").split(",") if c.strip())
     with open_store(db) as store, progress_bar(f"ingest {file.name}", enabled=not as_json) as bar:
-        result = run(store, file, dataset, fields=FieldMap(text_field, label_field, id_field, group_field,
-                                     tuple(c.strip() for c in (exclude_fields or "").split(",") if c.strip())),
-                     labels=label_list, fmt=fmt, delimiter=delimiter, progress=bar.update)
+        task = task or dataset_task(store, dataset) or ("instruction" if layout or prompt_field else "classification")
+        if task == "instruction":
+            if label_field or labels or text_field != "text":
+                raise InputError("--text-field, --label-field and --labels are for classification; an instruction "
+                                 "file names its columns with --prompt-field/--response-field/--system-field")
+            fields = InstructionFields(prompt_field, response_field, system_field, id_field, group_field, exclude)
+            result = ingest_instructions(store, file, dataset, fmt=layout or "auto", fields=fields,
+                                         max_tokens=max_tokens, file_format=fmt, delimiter=delimiter,
+                                         progress=bar.update)
+        elif task != "classification":
+            raise InputError(f"--task {task}: use classification or instruction")
+        elif layout or prompt_field or response_field or system_field or max_tokens is not None:
+            raise InputError("--layout, --prompt-field, --response-field, --system-field and --max-tokens are for "
+                             "instruction files; add --task instruction")
+        else:
+            result = run(store, file, dataset, fields=FieldMap(text_field, label_field, id_field, group_field, exclude),
+                         labels=label_list, fmt=fmt, delimiter=delimiter, progress=bar.update)
     emit(result.to_dict(), as_json, _render_ingest)
 
 
 def _render_ingest(r: dict) -> None:
-    kv_table({k: r[k] for k in ("dataset", "file", "rows_read", "accepted", "quarantined", "duplicates", "labeled",
-                                "labels")}, title="ingest")
+    keys = ("dataset", "file", "rows_read", "accepted", "quarantined", "duplicates", "labeled", "labels")
+    if r.get("task") == "instruction":
+        keys = ("dataset", "file", "layout", "rows_read", "accepted", "quarantined", "duplicates", "tokens",
+                "tokenizer", "labels")
+    kv_table({k: r[k] for k in keys}, title="ingest")
     if r["quarantined"]:
         out.print("quarantined by rule: " + ", ".join(f"{k}={v}" for k, v in r["quarantined_by_rule"].items())
                   + f"  (see `curate quarantine --dataset {r['dataset']}`)")

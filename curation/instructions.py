@@ -32,7 +32,8 @@ import pyarrow as pa
 
 from curation.contracts import instruction_contract
 from curation.errors import InputError
-from curation.ingest import FieldMap, IngestResult, detect_format as detect_file_format, open_source, write_quarantine
+from curation.ingest import FieldMap, IngestResult, open_source, write_quarantine
+from curation.ingest import detect_format as detect_file_format
 from curation.normalize import normalise, normalise_series
 from curation.store import Store, now
 
@@ -226,42 +227,43 @@ def check_conversation(messages: list[dict], max_tokens: int | None = None,
     not_blank, alternating_turns, ends_with_assistant, valid_utf8, max_tokens (checked only when both `max_tokens`
     and `token_count` are given). Empty list: the conversation passes."""
     out: list[tuple[str, str | None, str]] = []
+
+    def broke(rule: str, field: str | None, message: str) -> None:
+        out.append((rule, field, message))
+
     bad_roles = [(i, m["role"]) for i, m in enumerate(messages) if m["role"] not in ROLES]
     if bad_roles:
         i, role = bad_roles[0]
-        out.append(("valid_roles", f"messages[{i}].role",
-                    f"turn {i} has role {role!r}; roles must be one of {', '.join(ROLES)}"))
+        broke("valid_roles", f"messages[{i}].role", f"turn {i} has role {role!r}; roles must be one of "
+              f"{', '.join(ROLES)}")
     if not messages:
-        out.append(("not_blank", "messages", "the conversation has no turns; give at least a user and an assistant "
-                                             "turn"))
+        broke("not_blank", "messages", "the conversation has no turns; give a user and an assistant turn")
     blank = [i for i, m in enumerate(messages) if not m["content"].strip()]
     if blank:
-        out.append(("not_blank", f"messages[{blank[0]}].content",
-                    f"turn {blank[0]} ({messages[blank[0]]['role']}) is empty or only whitespace; fill it or drop "
-                    "the row"))
+        i = blank[0]
+        broke("not_blank", f"messages[{i}].content", f"turn {i} ({messages[i]['role']}) is empty or only "
+              "whitespace; fill it or drop the row")
     body = messages[1:] if messages and messages[0]["role"] == "system" else messages
     for i, m in enumerate(body):
         want = "user" if i % 2 == 0 else "assistant"
-        if m["role"] != want and not (bad_roles and m["role"] not in ROLES):
+        if m["role"] != want and m["role"] in ROLES:
             j = i + len(messages) - len(body)
-            out.append(("alternating_turns", f"messages[{j}].role",
-                        f"turn {j} is {m['role']!r} where {want!r} is expected; after an optional leading system "
-                        "turn, turns alternate user, assistant"))
+            broke("alternating_turns", f"messages[{j}].role", f"turn {j} is {m['role']!r} where {want!r} is "
+                  "expected; after an optional leading system turn, turns alternate user, assistant")
             break
     if messages and messages[-1]["role"] != "assistant":
-        out.append(("ends_with_assistant", f"messages[{len(messages) - 1}].role",
-                    f"the last turn is {messages[-1]['role']!r}; a conversation must end with the assistant's "
-                    "response"))
+        broke("ends_with_assistant", f"messages[{len(messages) - 1}].role", f"the last turn is "
+              f"{messages[-1]['role']!r}; a conversation must end with the assistant's response")
     for i, m in enumerate(messages):
         bad = _bad_char(m["content"])
         if bad is not None:
             what = "a NUL character" if bad[1] == "\x00" else f"a lone surrogate U+{ord(bad[1]):04X}"
-            out.append(("valid_utf8", f"messages[{i}].content",
-                        f"turn {i} has {what} at character {bad[0]}; it is not valid UTF-8 text, fix the source"))
+            broke("valid_utf8", f"messages[{i}].content", f"turn {i} has {what} at character {bad[0]}; it is not "
+                  "valid UTF-8 text, fix the source")
             break
     if max_tokens is not None and token_count is not None and token_count > max_tokens:
-        out.append(("max_tokens", "messages", f"the conversation has {token_count} tokens, more than --max-tokens "
-                                              f"{max_tokens}; shorten it or raise the limit"))
+        broke("max_tokens", "messages", f"the conversation has {token_count} tokens, more than --max-tokens "
+              f"{max_tokens}; shorten it or raise the limit")
     return out
 
 

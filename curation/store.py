@@ -152,7 +152,7 @@ class Store:
         if row:
             stored, stored_task = list(row[0][0]), row[0][1]
             if task != stored_task:
-                raise InputError(f"dataset {name!r} is a {stored_task} dataset; it cannot take {task} records. "
+                raise InputError(f"dataset {name!r} has task {stored_task!r}; it cannot take {task} records. "
                                  f"Ingest with --task {stored_task}, or use a new dataset name.")
             if labels and labels != stored:
                 raise InputError(f"dataset {name!r} has labels {stored}; --labels {','.join(labels)} differs. "
