@@ -208,3 +208,55 @@ def test_numba_kernels_match_the_numpy_path(youtube, monkeypatch):
         runs[use] = (tok, off, wtok, woff, jaccard(tok, off, pairs), find_duplicates(texts).component)
     for x, y in zip(runs[True], runs[False]):
         assert np.array_equal(x, y) if x.dtype != np.float64 else np.allclose(x, y)
+
+
+def test_pure_stages_compose_to_find_duplicates_and_are_deterministic(youtube):
+    """signatures -> band_keys -> candidate_pairs_from_keys -> verify -> connected_components gives the
+    near edges of find_duplicates; the same seed gives the same signatures in every block and run."""
+    from curation.dedup import band_keys, candidate_pairs_from_keys, signatures, verify
+    from curation.normalize import normalise_series
+
+    texts = list(dict.fromkeys(normalise(t) for t in youtube["text"].to_list()))[:1200]
+    config = DedupConfig()
+    bands, rows = config.banding()
+    sig = signatures(texts, config, normalised=True)
+    assert sig.shape == (len(texts), bands * rows) and sig.dtype == np.uint32
+    assert np.array_equal(sig, signatures(texts, config, normalised=True))
+    # per block, as a distributed engine computes them
+    assert np.array_equal(np.concatenate([signatures(texts[:500], config, normalised=True),
+                                          signatures(texts[500:], config, normalised=True)]), sig)
+    assert not np.array_equal(sig, signatures(texts, DedupConfig(seed=2), normalised=True))
+    assert np.array_equal(signatures(youtube["text"][:50], config),
+                          signatures(normalise_series(youtube["text"][:50]), config, normalised=True))
+    keys = band_keys(sig, bands, rows)
+    assert keys.shape == (bands, len(texts))
+    tok, off = shingle_hashes(texts, config.shingle, config.shingle_size)
+    cand = candidate_pairs_from_keys(keys, max_bucket=config.max_bucket, valid=off[1:] > off[:-1])
+    assert (cand[:, 0] < cand[:, 1]).all() and len(np.unique(cand[:, 0] * len(texts) + cand[:, 1])) == len(cand)
+    pairs, sim, counts = verify(tok, off, cand, config.threshold, sig=sig)
+    assert (sim >= config.threshold).all() and counts["near_pairs"] == len(pairs)
+    comp = connected_components(len(texts), pairs[:, 0], pairs[:, 1])
+    d = find_duplicates(texts, config=config)
+    assert np.array_equal(d.component, comp)
+    near = d.pairs.filter(pl.col("kind") == "near").sort("a", "b")
+    assert near["a"].to_list() == pairs[:, 0].tolist() and near["b"].to_list() == pairs[:, 1].tolist()
+
+
+def test_numba_and_numpy_signatures_and_candidates_match(youtube, monkeypatch):
+    from curation import dedup
+
+    if dedup._numba_kernels() is None:
+        pytest.skip("numba is not installed")
+    texts = [normalise(t) for t in youtube["text"].to_list()[:700]] + ["", "ab"]
+    texts += [f"the same template comment {i % 3}" for i in range(150)]   # a bucket over max_bucket
+    runs = {}
+    for use in (True, False):
+        monkeypatch.setattr(dedup, "USE_NUMBA", use)
+        tok, off = shingle_hashes(texts, "char", 5)
+        sig = dedup.minhash_signatures(tok, off, 130, 1)
+        keys = dedup.band_keys(sig, 26, 5)
+        cand = dedup.candidate_pairs_from_keys(keys, max_bucket=20, valid=off[1:] > off[:-1], sig=sig,
+                                               min_agreement=60)
+        runs[use] = (sig, keys, cand)
+    for x, y in zip(runs[True], runs[False]):
+        assert np.array_equal(x, y)
