@@ -10,7 +10,8 @@ def test_shipped_contracts_load():
     assert c.fields["text"].required and c.fields["text"].max_length == 20000
     assert "not_blank" in c.fields["text"].rules and c.fields["source_id"].unique
     assert records_contract().fields["record_id"].required
-    assert sorted(p.name for p in HERE.glob("*.yaml")) == ["export_file.yaml", "import_file.yaml", "records.yaml"]
+    assert sorted(p.name for p in HERE.glob("*.yaml")) == ["export_file.yaml", "import_file.yaml",
+                                                          "instruction_file.yaml", "records.yaml"]
 
 
 def test_unknown_rule_is_refused(tmp_path):
