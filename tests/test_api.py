@@ -452,8 +452,8 @@ def test_ingest_upload_with_the_real_ingest(client, tmp_path):
 def test_serve_refuses_a_public_address_without_a_key(tmp_path):
     from typer.testing import CliRunner
 
-    from cli.service import is_loopback
     from cli import app
+    from cli.service import is_loopback
 
     r = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--db", str(tmp_path / "x.duckdb")])
     assert r.exit_code == 2 and "CURATE_API_KEY" in r.stderr and "Traceback" not in r.output
