@@ -591,9 +591,9 @@ def _convert(batch: list[_Row], layout: str, fields: InstructionFields, max_toke
     good = []
     dup = ids.flag([(o["row"], s) for o in ok if (s := _opt_str(o["obj"], fields.id)) is not None]) if ids else {}
     for o in ok:
-        broken = check_conversation(o["messages"], max_tokens, o["tokens"])
-        if broken:
-            bad.append(_violation(_Row(o["row"], o["obj"]), broken))
+        if max_tokens is not None and o["tokens"] > max_tokens:  # the other rules passed above
+            bad.append(_violation(_Row(o["row"], o["obj"]), check_conversation(o["messages"], max_tokens,
+                                                                               o["tokens"])))
         elif o["row"] in dup:
             bad.append({"row": o["row"], "field": "source_id", "rule": "unique", "message": dup[o["row"]],
                         "raw": _raw(o["obj"])})
