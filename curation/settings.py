@@ -19,6 +19,16 @@ class Settings(BaseSettings):
     server_url: str | None = Field(None, description="a running `curate serve` the CLI may talk to")
     ls_url: str | None = Field(None, description="Label Studio base URL (CURATE_LS_URL)")
     ls_token: SecretStr | None = Field(None, description="Label Studio API token (CURATE_LS_TOKEN)")
+    allowed_hosts: list[str] = Field(default_factory=list, description="Host names (or name:port) the server "
+                                     "answers; empty: the bound host, localhost, 127.0.0.1, ::1 (CURATE_ALLOWED_HOSTS, "
+                                     "a JSON list; `*` turns the check off)")
+    max_json_bytes: int = Field(1_000_000, ge=1024, description="largest JSON body (webhooks included); 413 above")
+    max_upload_bytes: int = Field(200_000_000, ge=1024, description="largest upload (ingest, LF files, votes)")
+    max_json_depth: int = Field(64, ge=2, description="deepest JSON nesting accepted; 400 deeper")
+    webhook_queue_max: int = Field(10_000, ge=1, description="webhook events waiting to be stored; 503 beyond "
+                                   "(the round's pull reconciles what Label Studio could not deliver)")
+    sql_max_concurrent: int = Field(4, ge=1, description="SQL queries run at once by the server; 429 beyond")
+    max_active_jobs: int = Field(8, ge=1, description="queued or running jobs per kind; 429 beyond")
     auto_migrate: bool = Field(True, description="migrate an older store on open, after a backup copy; "
                                "false: refuse and name `curate migrate` (CURATE_AUTO_MIGRATE)")
 
