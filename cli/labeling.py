@@ -120,13 +120,20 @@ def votes_import(
 @handle_errors
 def label(
     dataset: DatasetOption,
-    model: Annotated[str, typer.Option("--model", help="snorkel|majority")] = "snorkel",
+    model: Annotated[str, typer.Option("--model", help="auto (default: the best of majority, dawid_skene and "
+                                                       "Snorkel over seeds and priors on the val gold rows; "
+                                                       "majority without gold) | majority | dawid_skene | "
+                                                       "snorkel")] = "auto",
     lf_set: LfSetOption = None,
     tie_break: Annotated[str, typer.Option("--tie-break", help="hash (Snorkel/WRENCH: sha1 of the row's position "
                                                                "in its split) | first | abstain")] = "hash",
     include_abstains: Annotated[bool, typer.Option("--include-abstains", help="also label rows where every LF "
-                                                                             "abstained")] = False,
-    seed: Annotated[int, typer.Option(help="seed for the label model")] = 0,
+                                                                             "abstained (= --abstains model)")] = False,
+    abstains: Annotated[str | None, typer.Option("--abstains", help="rows where every LF abstained: leave_out "
+                                                 "(default) | model | tie_break | prior")] = None,
+    seed: Annotated[int, typer.Option(help="seed for a named label model")] = 0,
+    seeds: Annotated[str, typer.Option(help="auto: Snorkel seeds to try, comma-separated")] = "0,1,2",
+    metric: Annotated[str, typer.Option("--metric", help="auto: accuracy | macro_f1 on the gold rows")] = "accuracy",
     epochs: Annotated[int | None, typer.Option(help="snorkel: training epochs (default 500)")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -137,13 +144,29 @@ def label(
     params = {"n_epochs": epochs} if epochs is not None and model == "snorkel" else None
     with open_store(db) as store:
         result = fit_label_model(store, dataset, model, lf_set_id=lf_set, tie_break=tie_break,
-                                 include_abstains=include_abstains, seed=seed, params=params)
+                                 include_abstains=include_abstains, abstain_policy=abstains, seed=seed,
+                                 params=params, seeds=[int(x) for x in seeds.split(",") if x.strip()],
+                                 select_metric=metric)
     emit(result, as_json, _render_label)
+    if as_json and result.get("worse_than_majority"):  # loud on stderr too: JSON consumers may not look
+        typer.echo(f"WARNING: {result['warnings'][0]}", err=True)
 
 
 def _render_label(r: dict) -> None:
-    kv_table({k: v for k, v in r.items() if k != "metrics"}, title="label")
+    skip = ("metrics", "selection", "warnings", "worse_than_majority")
+    kv_table({k: v for k, v in r.items() if k not in skip}, title="label")
     rows = [{"split": s, **{k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in m.items()}}
             for s, m in r["metrics"].items()]
     frame_table(pl.DataFrame(rows, strict=False), title="metrics (accuracy: every gold row, ties by the "
                                                        "tie-break; accuracy_labeled: rows given a label)")
+    sel = r["selection"]
+    if sel.get("candidates"):
+        cols = ("name", "status", "accuracy", "macro_f1", "accuracy_covered", "chosen")
+        cand = [{c: (f"{v:.3f}" if isinstance(v := x.get(c), float) else str(v)) for c in cols}
+                for x in sel["candidates"]]
+        frame_table(pl.DataFrame(cand, strict=False),
+                    title=f"label-model candidates on {sel['gold_rows']} gold rows ({sel['gold_source']})")
+    out.print(f"model: [bold]{sel['chosen']}[/] — {sel['reason']}")
+    for w in r.get("warnings", []):
+        style = "bold red" if "WORSE" in w else "yellow"
+        out.print(f"[{style}]WARNING[/]: {w}")

@@ -150,8 +150,12 @@ def test_label_without_votes_and_report(store, tmp_path):
     my = rep["lfs"][0]
     assert my["lf"] == "my" and my["polarity"] == ["spam"] and my["emp_accuracy"] == 1.0
     assert rep["total"]["coverage"] == pytest.approx(5 / 6)
-    with pytest.raises(InputError, match="unknown; valid: majority, snorkel"):
+    with pytest.raises(InputError, match="unknown; valid: auto, majority, dawid_skene, snorkel"):
         fit_label_model(store, "d", "dawid")
+    # too little gold to choose on (5 rows): the default picks the majority vote by rule and says why
+    auto = fit_label_model(store, "d")
+    assert auto["kind"] == "majority" and auto["selection"]["mode"] == "rule"
+    assert "no gold to choose on (5 gold rows (fewer than 30)" in auto["selection"]["reason"]
 
 
 def test_cli_json(tmp_path):
@@ -175,7 +179,7 @@ def test_cli_json(tmp_path):
     r = run(app, ["lf", "report", "-d", "yt", "--db", str(db), "--json", "--png", str(tmp_path / "x.png")])
     assert len(json.loads(r.stdout)["lfs"]) == 10
     r = run(app, ["label", "-d", "yt", "--model", "nope", "--db", str(db)])
-    assert r.exit_code == 2 and "valid: majority, snorkel" in r.output
+    assert r.exit_code == 2 and "valid: auto, majority, dawid_skene, snorkel" in r.output
 
 
 def test_example_lfs_load():
@@ -183,3 +187,83 @@ def test_example_lfs_load():
 
     lfs = load_lfs(ROOT / "examples" / "youtube_lfs.py")
     assert len(lfs) == 10 and [lf.kind for lf in lfs].count("python") == 3
+
+
+def _psy_katy(store):
+    """The measured fault of issue 13: Psy (gold labels) + KatyPerry (none), the 10 tutorial LFs."""
+    raw = DATA / "raw"
+    ingest(store, raw / "Youtube01-Psy.csv", "yt", fields=FieldMap(id="COMMENT_ID", text="CONTENT", label="CLASS"),
+           labels=["ham", "spam"])
+    ingest(store, raw / "Youtube02-KatyPerry.csv", "yt",
+           fields=FieldMap(id="COMMENT_ID", text="CONTENT", exclude=("CLASS",)), labels=["ham", "spam"])
+    apply_lfs(store, "yt", ROOT / "examples" / "youtube_lfs.py")
+
+
+@pytest.mark.slow
+def test_psy_katyperry_label_never_loses_to_the_majority_vote(store):
+    _psy_katy(store)
+    mv = fit_label_model(store, "yt", "majority")
+    assert mv["metrics"]["all"]["gold_rows"] == 350
+    auto = fit_label_model(store, "yt")  # the default: --model auto
+    sel = auto["selection"]
+    assert sel["mode"] == "gold" and sel["gold_source"] == "all" and sel["gold_rows"] == 350
+    assert auto["metrics"]["all"]["accuracy"] >= mv["metrics"]["all"]["accuracy"]
+    assert auto["worse_than_majority"] is False
+    names = [c["name"] for c in sel["candidates"]]
+    assert names[:3] == ["majority", "dawid_skene", "dawid_skene/gold"] and len(names) == 9
+    assert all(c["status"] == "ok" and c["accuracy"] is not None and c["macro_f1"] is not None
+               for c in sel["candidates"])
+    assert sum(c["chosen"] for c in sel["candidates"]) == 1
+    assert "optimistic" in sel["leakage"]  # no split: the choosing rows are the judging rows, and it says so
+    stored = json.loads(store.one("SELECT metrics FROM store.label_models WHERE model_id = ?", [auto["model_id"]]))
+    assert len(stored["selection"]["candidates"]) == 9
+    # Snorkel forced: stored as asked, but flagged and warned when it loses to the vote
+    sn = fit_label_model(store, "yt", "snorkel", seed=1)
+    if sn["metrics"]["all"]["accuracy"] < mv["metrics"]["all"]["accuracy"]:
+        assert sn["worse_than_majority"] is True and "WORSE than the majority vote" in sn["warnings"][0]
+
+
+def test_cli_label_auto_reports_candidates_and_the_no_gold_rule(tmp_path):
+    from cli import app
+
+    db = tmp_path / "c.duckdb"
+    run = CliRunner().invoke
+    src = tmp_path / "d.csv"
+    texts = [f"check out my channel {i}" if i % 2 else f"great song {i}" for i in range(60)]
+    pl.DataFrame({"id": [str(i) for i in range(60)], "text": texts,
+                  "label": ["spam" if i % 2 else "ham" for i in range(60)]}).write_csv(src)
+    assert run(app, ["ingest", str(src), "-d", "g", "--id-field", "id", "--label-field", "label",
+                     "--labels", "ham,spam", "--db", str(db), "--json"]).exit_code == 0
+    assert run(app, ["ingest", str(src), "-d", "n", "--id-field", "id", "--labels", "ham,spam",
+                     "--exclude-fields", "label", "--db", str(db), "--json"]).exit_code == 0
+    lfs = tmp_path / "lfs.py"
+    lfs.write_text("from labeling import keyword_lf\nk = keyword_lf('k', ['check'], 'spam')\n"
+                   "s = keyword_lf('s', ['song'], 'ham')\nm = keyword_lf('m', ['my', 'great'], 'spam')\n")
+    for d in ("g", "n"):
+        assert run(app, ["lf", "apply", "-d", d, "--lfs", str(lfs), "--db", str(db), "--json"]).exit_code == 0
+    r = run(app, ["label", "-d", "g", "--seeds", "0", "--db", str(db), "--json"])
+    assert r.exit_code == 0, r.output
+    sel = json.loads(r.stdout)["selection"]
+    assert sel["mode"] == "gold" and [c["name"] for c in sel["candidates"]] == [
+        "majority", "dawid_skene", "dawid_skene/gold", "snorkel/uniform/seed0", "snorkel/gold/seed0"]
+    r = run(app, ["label", "-d", "n", "--db", str(db)])  # no gold at all: says which model and why
+    assert r.exit_code == 0, r.output
+    assert "model: majority" in r.output and "no gold to choose on" in r.output
+    r = run(app, ["label", "-d", "n", "--abstains", "prior", "--db", str(db), "--json"])
+    assert json.loads(r.stdout)["abstain_policy"] == "prior"
+
+
+def test_all_abstain_policies(store):
+    make_dataset(store, "d", TEXTS, GOLD)
+    apply_lfs(store, "d", LFS)  # "subscribe please" gets no vote
+    out = {p: fit_label_model(store, "d", "majority", abstain_policy=p) for p in
+           ("leave_out", "model", "tie_break", "prior")}
+    assert out["leave_out"]["labeled"] == 5 and out["leave_out"]["unlabeled_all_abstain"] == 1
+    assert all(out[p]["labeled"] == 6 and out[p]["unlabeled_all_abstain"] == 0 for p in ("model", "tie_break", "prior"))
+    assert out["leave_out"]["model_id"] == fit_label_model(store, "d", "majority")["model_id"]
+    assert out["model"]["model_id"] == fit_label_model(store, "d", "majority", include_abstains=True)["model_id"]
+    probs = store.frame("SELECT w.probs FROM store.weak_labels w JOIN store.records r USING (record_id) "
+                        "WHERE model_id = ? AND r.text = 'subscribe please'", [out["prior"]["model_id"]])["probs"][0].to_list()
+    assert probs == pytest.approx([3 / 5, 2 / 5])  # the vote's class balance (ham, spam) over the 5 covered rows
+    with pytest.raises(InputError, match="all-abstain policy 'drop' unknown; valid: leave_out, model"):
+        fit_label_model(store, "d", "majority", abstain_policy="drop")
