@@ -334,20 +334,89 @@ def _split_positions(splits: list[str | None]) -> np.ndarray:
     return out
 
 
-def fit_label_model(store: Store, dataset: str, kind: str = "snorkel", *, lf_set_id: str | None = None,
-                    tie_break: str = "hash", include_abstains: bool = False, seed: int = 0,
-                    params: dict | None = None) -> dict:
+MIN_SELECTION_GOLD = 30  # fewer gold rows than this: choosing among label models on them is noise
+ABSTAIN_POLICIES = ("leave_out", "model", "tie_break", "prior")
+MODEL_CHOICES = ("auto", *lm.LABEL_MODELS)
+
+
+def _selection_rows(gold: np.ndarray, splits: list[str | None], has_split: bool,
+                    min_gold: int) -> tuple[np.ndarray | None, str | None, str | None]:
+    """Which gold rows may choose the label model: (mask, source, leakage note), or (None, None, why not).
+
+    With a split: the val rows' gold; else the train rows' gold (the label model never sees gold, so this is
+    no fitting leakage, and the end model is judged on val/test). Test gold never chooses. Without a split:
+    every gold row — the same rows any later evaluation would use, which the note says."""
+    has_gold = gold != ABSTAIN
+    if has_split:
+        for part in ("val", "train"):
+            mask = has_gold & np.asarray([s == part for s in splits])
+            if mask.sum() >= min_gold:
+                note = None if part == "val" else (
+                    "chosen on the train split's gold rows (no val gold): the label model never sees gold, "
+                    "but the end model's train rows are the rows that chose its teacher")
+                return mask, part, note
+        n_test = int((has_gold & np.asarray([s == "test" for s in splits])).sum())
+        return None, None, (f"fewer than {min_gold} gold rows on val and on train"
+                            + (f" ({n_test} on test, never used to choose)" if n_test else ""))
+    if has_gold.sum() >= min_gold:
+        return has_gold, "all", ("no split: the gold rows that choose and judge the label model are the rows any later "
+                                 "evaluation on this dataset uses, so those figures are optimistic; after "
+                                 "`curate split` the val split's gold rows choose instead")
+    return None, None, f"{int(has_gold.sum())} gold rows (fewer than {min_gold})"
+
+
+def _abstain_rows(policy: str, probs: np.ndarray, pred: np.ndarray, covered: np.ndarray, fit_rows: np.ndarray,
+                  tie_break: str, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(probs, labels) for every row after applying the all-abstain policy; labels -1 = no label."""
+    uncovered = ~covered
+    if policy == "leave_out" or not uncovered.any():
+        return probs, np.where(covered | (policy != "leave_out"), pred, ABSTAIN)
+    probs = probs.copy()
+    k = probs.shape[1]
+    if policy == "tie_break":
+        probs[uncovered] = 1.0 / k
+    elif policy == "prior":  # the class balance the model predicts on the covered rows it was fitted on
+        ref = fit_rows & covered
+        probs[uncovered] = probs[ref].mean(axis=0) if ref.any() else 1.0 / k
+    labels = pred.copy()
+    if policy != "model":
+        labels[uncovered] = lm.probs_to_labels(probs[uncovered], tie_break, keys=keys[uncovered])
+    return probs, labels
+
+
+def fit_label_model(store: Store, dataset: str, kind: str = "auto", *, lf_set_id: str | None = None,
+                    tie_break: str = "hash", include_abstains: bool = False, abstain_policy: str | None = None,
+                    seed: int = 0, params: dict | None = None, seeds: Sequence[int] = (0, 1, 2),
+                    select_metric: str = "accuracy", min_selection_gold: int = MIN_SELECTION_GOLD) -> dict:
     """Fit the label model on the train rows (all rows without a split) and store weak labels for every record.
 
-    Records where every LF abstained get their probabilities and a NULL label, unless `include_abstains`.
-    Returns model_id, counts and metrics per split (accuracy against gold where it exists).
+    `kind="auto"` (default): with at least `min_selection_gold` gold rows that may choose (`_selection_rows`:
+    the val split's, else the train split's, else — without a split — every gold row), fit the candidates of
+    `lm.default_candidates` (majority, Dawid–Skene, Snorkel × `seeds` × {uniform, gold-estimated balance}) and
+    keep the best on those rows by `select_metric` (ties: the other metric, then the simpler model). Without
+    such gold: the majority vote (Snorkel's label model is unstable on small or skewed matrices and the vote
+    is within a few points of it where Snorkel works). A named kind is fitted as asked; with gold it is still
+    compared with the majority vote and `worse_than_majority` / `warnings` say so when it loses.
+
+    All-abstain rows (`abstain_policy`): `leave_out` (default: probabilities stored, label NULL), `model` (the
+    model's own tie-broken prediction; what `include_abstains=True` means), `tie_break` (uniform, then the
+    tie-break rule), `prior` (the class balance the model predicts on its covered fit rows).
+    Returns model_id, counts, metrics per split (accuracy against gold where it exists) and `selection`.
     """
     if tie_break not in lm.TIE_BREAKS:
         raise InputError(f"tie-break {tie_break!r} unknown; valid: {', '.join(lm.TIE_BREAKS)}")
-    model = lm.get_label_model(kind, **(params or {}))
+    if kind not in MODEL_CHOICES:
+        raise InputError(f"label model {kind!r} unknown; valid: {', '.join(MODEL_CHOICES)}")
+    policy = abstain_policy or ("model" if include_abstains else "leave_out")
+    if policy not in ABSTAIN_POLICIES:
+        raise InputError(f"all-abstain policy {policy!r} unknown; valid: {', '.join(ABSTAIN_POLICIES)}")
+    if select_metric not in lm.SELECT_METRICS:
+        raise InputError(f"selection metric {select_metric!r} unknown; valid: {', '.join(lm.SELECT_METRICS)}")
+    if kind != "auto":
+        lm.get_label_model(kind, **(params or {}))  # bad parameters fail before any work
     lf_set_id = resolve_lf_set(store, dataset, lf_set_id)
     mat = load_matrix(store, dataset, lf_set_id)
-    L, labels, splits = mat["L"], mat["labels"], mat["split"]
+    L, labels, splits = mat["L"].astype(np.int64), mat["labels"], mat["split"]
     k = len(labels)
     if L.shape[1] == 0:
         raise InputError(f"LF set {lf_set_id} has no LFs")
@@ -355,15 +424,71 @@ def fit_label_model(store: Store, dataset: str, kind: str = "snorkel", *, lf_set
     fit_rows = np.asarray([s == "train" for s in splits]) if has_split else np.ones(len(splits), bool)
     if not fit_rows.any():
         raise InputError(f"the current split {mat['split_id']} of {dataset!r} has no train rows to fit on")
-    model.fit(L[fit_rows], k, seed=seed)
-    probs = model.predict_proba(L)
     keys = _split_positions(splits)
+    gold = mat["gold"]
+    sel, gold_source, note = _selection_rows(gold, splits, has_split, min_selection_gold)
+    selection: dict[str, Any] = {"requested": kind, "metric": select_metric, "gold_source": gold_source,
+                                 "gold_rows": int(sel.sum()) if sel is not None else 0}
+    warnings: list[str] = []
+    if sel is not None:
+        selection["leakage"] = note
+        cands = (lm.default_candidates(seeds, lm.gold_balance(gold[sel], k)) if kind == "auto" else
+                 [{"name": "majority", "kind": "majority", "params": {}, "seed": 0}]
+                 + ([] if kind == "majority" else [{"name": kind, "kind": kind, "params": params or {},
+                                                    "seed": seed}]))
+        model, chosen, report = lm.select_label_model(L[fit_rows], k, cands, L_eval=L[sel], gold_eval=gold[sel],
+                                                      keys_eval=keys[sel], tie_break=tie_break,
+                                                      metric=select_metric)
+        if kind != "auto":  # as asked, whatever the comparison says
+            chosen = cands[-1]
+            for r in report:
+                r["chosen"] = r["name"] == chosen["name"]
+            if kind != "majority" and getattr(model, "name", None) != kind:  # the vote won: refit the one asked
+                model = lm.get_label_model(kind, **(params or {})).fit(L[fit_rows], k, seed=seed)
+        by_name = {r["name"]: r for r in report}
+        mine, mv = by_name[chosen["name"]], by_name["majority"]
+        worse = mine.get("status") != "ok" or (mine[select_metric] or 0.0) < (mv[select_metric] or 0.0) - 1e-12
+        selection |= {"mode": "gold" if kind == "auto" else "forced", "candidates": report,
+                      "failed_candidates": sum(r["status"] != "ok" for r in report),
+                      "worse_than_majority": bool(worse),
+                      "reason": (f"best {select_metric} on {selection['gold_rows']} gold rows ({gold_source}) of "
+                                 f"{len(cands)} candidates" if kind == "auto" else
+                                 f"--model {kind} forced; scored beside the majority vote on "
+                                 f"{selection['gold_rows']} gold rows ({gold_source})")}
+        if worse:
+            warnings.append(f"the stored label model ({chosen['name']}) is WORSE than the majority vote on "
+                            f"{selection['gold_rows']} gold rows ({gold_source}): {select_metric} "
+                            f"{mine.get(select_metric, 0) or 0:.3f} vs {mv[select_metric]:.3f}; "
+                            "run with --model auto (the default) or --model majority")
+        if note:
+            warnings.append(note)
+    else:
+        chosen_kind = "majority" if kind == "auto" else kind
+        chosen = {"name": chosen_kind, "kind": chosen_kind, "params": (params or {}) if kind != "auto" else {},
+                  "seed": seed if kind != "auto" else 0}
+        model = lm.get_label_model(chosen_kind, **chosen["params"]).fit(L[fit_rows], k, seed=chosen["seed"])
+        selection |= {"mode": "rule" if kind == "auto" else "forced", "candidates": [],
+                      "worse_than_majority": None,
+                      "reason": (f"no gold to choose on ({note}; test gold never chooses): the majority vote, "
+                                 "the default without gold — Snorkel's label model is unstable on small or skewed "
+                                 "matrices, and where it works it is within a few points of the vote (WRENCH "
+                                 "YouTube test: 86.4 vs 84.0). Add gold labels to a val split (curate split) to "
+                                 "choose among label models on them"
+                                 if kind == "auto" else f"--model {kind} as asked; no gold to compare ({note})")}
+    selection["chosen"] = chosen["name"]
+    kind = chosen["kind"]
+    seed, params = chosen["seed"], chosen["params"] or None
+    probs = model.predict_proba(L)
     pred = lm.probs_to_labels(probs, tie_break, keys=keys)
     covered = (L != ABSTAIN).any(axis=1)
-    stored_label = np.where(covered | include_abstains, pred, ABSTAIN)
-    metrics = _metrics(pred, stored_label, covered, mat["gold"], splits, has_split)
-    settings = {"kind": kind, "lf_set_id": lf_set_id, "tie_break": tie_break, "include_abstains": include_abstains,
+    probs, stored_label = _abstain_rows(policy, probs, pred, covered, fit_rows, tie_break, keys)
+    pred = np.where(covered, pred, np.where(stored_label != ABSTAIN, stored_label, pred))
+    metrics = _metrics(pred, stored_label, covered, gold, splits, has_split)
+    settings = {"kind": kind, "lf_set_id": lf_set_id, "tie_break": tie_break, "abstain_policy": policy,
                 "seed": seed, "params": params or {}, "split_id": mat["split_id"]}
+    if policy in ("leave_out", "model"):  # the ids models had before the policies existed
+        settings = {k_: v for k_, v in settings.items() if k_ != "abstain_policy"} | {
+            "include_abstains": policy == "model"}
     model_id = f"{kind}-" + hashlib.sha256(json.dumps([dataset, settings], sort_keys=True, default=str).encode()
                                            ).hexdigest()[:12]
     conf = probs.max(axis=1)
@@ -374,21 +499,26 @@ def fit_label_model(store: Store, dataset: str, kind: str = "snorkel", *, lf_set
         "confidence": np.where(stored_label != ABSTAIN, conf, np.nan),
     }).with_columns(pl.col("confidence").fill_nan(None))
     stored_params = {**settings, **model.params(), "labels": labels, "fit_rows": int(fit_rows.sum()),
-                     "fit_on": "train" if has_split else "all"}
+                     "fit_on": "train" if has_split else "all", "abstain_policy": policy,
+                     "selected_by": selection["mode"]}
     with store.transaction() as cur:
         cur.execute("DELETE FROM store.weak_labels WHERE model_id = ?", [model_id])
         cur.execute("DELETE FROM store.label_models WHERE model_id = ?", [model_id])
         cur.execute("INSERT INTO store.label_models VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [model_id, dataset, lf_set_id, kind, json.dumps(stored_params, default=str),
-                     json.dumps(metrics), now()])
+                     json.dumps(metrics | {"selection": selection}, default=str), now()])
         cur.register("new_weak", frame)
         cur.execute("INSERT INTO store.weak_labels SELECT ?, record_id, probs, label, confidence FROM new_weak",
                     [model_id])
         cur.unregister("new_weak")
+    for w in warnings:
+        log.warning("%s: %s", dataset, w)
     return {"dataset": dataset, "model_id": model_id, "kind": kind, "lf_set_id": lf_set_id, "tie_break": tie_break,
-            "fit_on": stored_params["fit_on"], "fit_rows": stored_params["fit_rows"], "records": len(pred),
-            "labeled": int((stored_label != ABSTAIN).sum()), "unlabeled_all_abstain": int((~covered).sum()),
-            "metrics": metrics}
+            "abstain_policy": policy, "fit_on": stored_params["fit_on"], "fit_rows": stored_params["fit_rows"],
+            "records": len(pred), "labeled": int((stored_label != ABSTAIN).sum()),
+            "unlabeled_all_abstain": int(((~covered) & (stored_label == ABSTAIN)).sum()),
+            "all_abstain": int((~covered).sum()), "metrics": metrics, "selection": selection,
+            "worse_than_majority": selection["worse_than_majority"], "warnings": warnings}
 
 
 def _metrics(pred: np.ndarray, stored: np.ndarray, covered: np.ndarray, gold: np.ndarray,

@@ -12,12 +12,15 @@ from labeling.lfs.apply import (
     plan,
     regex_sql,
     run_python,
+    with_text_fields,
 )
 from labeling.lfs.kinds import (
     ABSTAIN,
     ENGINES,
+    INSTRUCTION_LABELS,
     LF,
     RECORD_COLUMNS,
+    TEXT_FIELDS,
     LFDefinitionError,
     PythonLF,
     RegexLF,
@@ -30,7 +33,7 @@ from labeling.lfs.kinds import (
     resolve_label,
     sql_lf,
 )
-from labeling.lfs.load import load_declarative, load_lfs
+from labeling.lfs.load import BUILTIN_PREFIX, load_declarative, load_lfs
 from labeling.lfs.regex import (
     Untranslatable,
     atom_set,
@@ -41,9 +44,9 @@ from labeling.lfs.regex import (
 )
 
 __all__ = [
-    "ABSTAIN", "ENGINES", "LF", "RECORD_COLUMNS", "LFDefinitionError", "LFRuntimeError", "MatrixResult", "Plan",
+    "ABSTAIN", "BUILTIN_PREFIX", "ENGINES", "INSTRUCTION_LABELS", "LF", "RECORD_COLUMNS", "TEXT_FIELDS", "LFDefinitionError", "LFRuntimeError", "MatrixResult", "Plan",
     "PythonLF", "RegexLF", "Row", "SqlLF", "Untranslatable", "atom_set", "check_names", "check_regex",
     "check_sql_exprs", "compiled_query", "keyword_lf", "label_matrix", "labeling_function", "lf_set_version",
     "load_declarative", "load_lfs", "plan", "re2_class", "regex_lf", "regex_sql", "resolve_label", "run_python",
-    "sql_lf", "translate_regex", "translate_regex_fast",
+    "sql_lf", "translate_regex", "translate_regex_fast", "with_text_fields",
 ]

@@ -4,6 +4,9 @@ LFs into one vectorised DuckDB query, and the batched Python runner with per-LF 
 Keyword, regex and SQL LFs compile into ONE vectorised DuckDB query; a regex is translated to RE2 with Python's
 meaning (`labeling.lfs.regex`). A regex RE2 cannot express faithfully runs in Python
 (`engine="auto"`, the default; the apply result says which and why) or is refused (`engine="sql"`).
+
+The records relation gives RECORD_COLUMNS; one without `prompt`/`response` (a classification dataset, or an older
+caller's relation) gets `prompt` = text and `response` = NULL (`with_text_fields`).
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ def plan(lfs: Sequence[LF], labels: Sequence[str]) -> Plan:
                 engines.append("python"), reasons.append("engine='python' requested")
                 continue
             try:
-                cond, why = regex_sql(lf.pattern, lf.flags), None
+                cond, why = regex_sql(lf.pattern, lf.flags, column=f'"{lf.field}"'), None
             except Untranslatable as e:
                 cond, why = None, str(e)
             if cond is None:
@@ -142,7 +145,8 @@ def compiled_query(p: Plan, relation: str) -> str:
 class Row:
     """What a Python LF sees: record columns as attributes; `meta` parsed; unknown attributes read meta keys."""
 
-    __slots__ = ("_meta", "group", "input_hash", "origin", "parent_id", "record_id", "source_id", "text")
+    __slots__ = ("_meta", "group", "input_hash", "origin", "parent_id", "prompt", "record_id", "response",
+                 "source_id", "text")
 
     def __init__(self, **cols: Any):
         for k in self.__slots__:
@@ -167,7 +171,8 @@ class Row:
         return getattr(self, "_meta" if key == "meta" else key) if key in RECORD_COLUMNS else self.meta[key]
 
     def __repr__(self) -> str:
-        return f"Row(record_id={self.record_id}, text={self.text!r:.60})"
+        resp = "" if self.response is None else f", response={self.response!r:.60}"
+        return f"Row(record_id={self.record_id}, text={self.text!r:.60}{resp})"
 
 
 @dataclasses.dataclass
@@ -205,7 +210,7 @@ def run_python(lf: LF, fixed: int | None, rows: list[Row], labels: Sequence[str]
     for i, x in enumerate(rows):
         try:
             if is_regex:
-                out[i] = fixed if lf.fires(x.text) else ABSTAIN  # type: ignore[union-attr]
+                out[i] = fixed if lf.fires(getattr(x, lf.field)) else ABSTAIN  # type: ignore[union-attr]
             else:
                 out[i] = _python_vote(lf, fixed, lf(x), labels)  # type: ignore[operator]
         except Exception as e:
@@ -219,10 +224,21 @@ def run_python(lf: LF, fixed: int | None, rows: list[Row], labels: Sequence[str]
     return out
 
 
+def with_text_fields(cur: Any, relation: str) -> str:
+    """`relation` with the `prompt` and `response` columns: added as `text` and NULL where it lacks them."""
+    cur.execute(f"SELECT * FROM ({relation}) LIMIT 0")
+    have = {d[0] for d in cur.description}
+    cur.fetchall()  # a pending result would block the next query on this cursor
+    extra = [x for x, present in (("text AS prompt", "prompt" in have),
+                                  ("NULL::VARCHAR AS response", "response" in have)) if not present]
+    return f"SELECT *, {', '.join(extra)} FROM ({relation})" if extra else relation
+
+
 def label_matrix(con: Any, relation: str, lfs: Sequence[LF], labels: Sequence[str], *,
                  fault_tolerant: bool = False, batch_size: int = 20_000,
                  progress: Callable[[int], None] | None = None) -> MatrixResult:
-    """Apply LFs to the records `relation` (a SELECT over RECORD_COLUMNS) on a DuckDB connection.
+    """Apply LFs to the records `relation` (a SELECT over RECORD_COLUMNS; `prompt`/`response` may be missing,
+    see `with_text_fields`) on a DuckDB connection.
 
     SQL-engine LFs run as one vectorised query; the rest stream through Python in batches of `batch_size`.
     Returns the dense matrix (rows ordered by record_id, int16, -1 = abstain).
@@ -232,6 +248,7 @@ def label_matrix(con: Any, relation: str, lfs: Sequence[LF], labels: Sequence[st
     times: dict[str, float] = {}
     cur = con.cursor()
     try:
+        relation = with_text_fields(cur, relation)
         check_sql_exprs(cur, p, relation)
         t0 = time.perf_counter()
         tbl = cur.sql(compiled_query(p, relation)).to_arrow_table()
@@ -247,16 +264,14 @@ def label_matrix(con: Any, relation: str, lfs: Sequence[LF], labels: Sequence[st
         if py:
             t0 = time.perf_counter()
             needs_rows = any(isinstance(lfs[j], PythonLF) for j in py)
-            cols = ", ".join(f'"{c}"' for c in (RECORD_COLUMNS if needs_rows else ("record_id", "text")))
+            fields = dict.fromkeys(["record_id", "text", *(lfs[j].field for j in py if isinstance(lfs[j], RegexLF))])
+            cols = ", ".join(f'"{c}"' for c in (RECORD_COLUMNS if needs_rows else fields))
             reader = cur.sql(f"SELECT {cols} FROM ({relation}) ORDER BY record_id").to_arrow_reader(batch_size)
             start = 0
             for batch in reader:
                 d = batch.to_pydict()
                 k = batch.num_rows
-                if needs_rows:
-                    rows = [Row(**{c: d[c][i] for c in d}) for i in range(k)]
-                else:
-                    rows = [Row(record_id=r, text=t) for r, t in zip(d["record_id"], d["text"])]
+                rows = [Row(**{c: d[c][i] for c in d}) for i in range(k)]
                 if not np.array_equal(np.asarray(d["record_id"]), ids[start:start + k]):
                     raise CurateError("records changed while the LFs ran; run again")
                 for j in py:

@@ -1,15 +1,19 @@
 """Labeling-function kinds: the classes, the helpers users declare them with, names and the LF set's version.
 
 Kinds
+Keyword and regex LFs read one text column, `field=`: `text` (default), or on instruction datasets `prompt` (the
+same as `text`) or `response` (the latest accepted revision of the last assistant turn).
+
 - `keyword_lf(name, words, label)`: fires when any word occurs. Default: case-insensitive, whole word. Defined as
   the Python regex `(?<!\\w)(?:w1|w2|...)(?!\\w)` with `re.IGNORECASE` (Unicode `\\w`, Python's case folding),
   so the compiled and the Python path agree by construction. `whole_word=False`: substring match.
 - `regex_lf(name, pattern, label, flags=0, negate=False)`: fires when `re.search(pattern, text, flags)` finds a
   match (or, with `negate=True`, when it finds none). Python's `re` is the reference semantics.
 - `sql_lf(name, expr, label)`: fires when the DuckDB boolean expression over the record's columns is true
-  (NULL counts as false). Columns: record_id, source_id, text, "group", meta (JSON), input_hash, origin, parent_id.
-- `@labeling_function()`: a plain Python function of a row (`x.text`, `x.meta`, `x.group`, meta keys as
-  attributes) returning a label (name or index) or `ABSTAIN`/None; with `label=` it returns a truthy value
+  (NULL counts as false). Columns: record_id, source_id, text, "group", meta (JSON), input_hash, origin, parent_id,
+  prompt, response (classification datasets: prompt = text, response NULL).
+- `@labeling_function()`: a plain Python function of a row (`x.text`, `x.prompt`, `x.response`, `x.meta`,
+  `x.group`, meta keys as attributes) returning a label (name or index) or `ABSTAIN`/None; with `label=` it returns a truthy value
   to fire.
 """
 
@@ -32,7 +36,12 @@ from curation.errors import InputError
 ABSTAIN = -1
 ENGINES = ("auto", "sql", "python")
 # the record columns an LF sees (SQL expressions and Python rows alike); the gold label is never among them
-RECORD_COLUMNS = ("record_id", "source_id", "text", "group", "meta", "input_hash", "origin", "parent_id")
+RECORD_COLUMNS = ("record_id", "source_id", "text", "group", "meta", "input_hash", "origin", "parent_id", "prompt",
+                  "response")
+# the text columns a keyword/regex LF can read (`field=`); `prompt` is `text` under its instruction-data name
+TEXT_FIELDS = ("text", "prompt", "response")
+# the label set of an instruction dataset's quality labels (class index = position: probs[0] is P(keep))
+INSTRUCTION_LABELS = ("keep", "drop")
 
 
 class LFDefinitionError(InputError):
@@ -64,6 +73,7 @@ class RegexLF(LF):
     keywords: tuple[str, ...] | None = None  # set for keyword LFs (kind 'keyword')
     case_sensitive: bool = False
     whole_word: bool = True
+    field: str = "text"  # the column it reads: text | prompt | response
 
     @property
     def kind(self) -> str:  # type: ignore[override]
@@ -73,7 +83,9 @@ class RegexLF(LF):
     def compiled(self) -> re.Pattern:
         return re.compile(self.pattern, self.flags)
 
-    def fires(self, text: str) -> bool:
+    def fires(self, text: str | None) -> bool:
+        if text is None:  # a record without this field (a response on a classification dataset): abstain
+            return False
         return (self.compiled.search(text) is None) if self.negate else (self.compiled.search(text) is not None)
 
     def definition(self) -> dict:
@@ -82,6 +94,8 @@ class RegexLF(LF):
         if self.keywords is not None:
             d |= {"keywords": list(self.keywords), "case_sensitive": self.case_sensitive,
                   "whole_word": self.whole_word}
+        if self.field != "text":  # only when set, so the versions of existing LF sets stay the same
+            d["field"] = self.field
         return d
 
 
@@ -134,9 +148,15 @@ def _check_engine(name: str, engine: str) -> str:
     return engine
 
 
+def _check_field(name: str, field: str) -> str:
+    if field not in TEXT_FIELDS:
+        raise LFDefinitionError(f"LF {name!r}: field {field!r} unknown; valid: {', '.join(TEXT_FIELDS)}")
+    return field
+
+
 def keyword_lf(name: str, keywords: str | Iterable[str], label: str | int, *, case_sensitive: bool = False,
-               whole_word: bool = True, engine: str = "auto") -> RegexLF:
-    """Fires `label` when any keyword occurs in the text.
+               whole_word: bool = True, engine: str = "auto", field: str = "text") -> RegexLF:
+    """Fires `label` when any keyword occurs in the text (`field="response"`: in the response).
 
     Whole word (default): the keyword is neither preceded nor followed by a word character (Python's Unicode
     `\\w`: letters, digits, '_'). Case-insensitive (default): Python's `re.IGNORECASE` (Unicode simple case
@@ -150,18 +170,19 @@ def keyword_lf(name: str, keywords: str | Iterable[str], label: str | int, *, ca
     pattern = f"(?<!\\w)(?:{body})(?!\\w)" if whole_word else f"(?:{body})"
     return RegexLF(_check_name(name), label, pattern=pattern, flags=0 if case_sensitive else re.IGNORECASE,
                    engine=_check_engine(name, engine), keywords=words, case_sensitive=case_sensitive,
-                   whole_word=whole_word, declared_at=_caller())
+                   whole_word=whole_word, field=_check_field(name, field), declared_at=_caller())
 
 
 def regex_lf(name: str, pattern: str, label: str | int, *, flags: int = 0, negate: bool = False,
-             engine: str = "auto") -> RegexLF:
-    """Fires `label` when `re.search(pattern, text, flags)` matches (`negate=True`: when it does not)."""
+             engine: str = "auto", field: str = "text") -> RegexLF:
+    """Fires `label` when `re.search(pattern, text, flags)` matches (`negate=True`: when it does not).
+    `field="response"` (or `"prompt"`) searches that column instead of `text`; a NULL field abstains."""
     try:
         re.compile(pattern, flags)
     except re.error as e:
         raise LFDefinitionError(f"regex LF {name!r}: pattern {pattern!r} does not compile: {e}") from None
     return RegexLF(_check_name(name), label, pattern=pattern, flags=int(flags), negate=negate,
-                   engine=_check_engine(name, engine), declared_at=_caller())
+                   engine=_check_engine(name, engine), field=_check_field(name, field), declared_at=_caller())
 
 
 def sql_lf(name: str, expr: str, label: str | int) -> SqlLF:

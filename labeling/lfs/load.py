@@ -1,5 +1,5 @@
 """Loading a user's LF file: Python (runs the module) or declarative YAML/JSON (keyword, regex and SQL LFs; no code
-runs, so it is safe for files uploaded to the API)."""
+runs, so it is safe for files uploaded to the API), or a built-in set by name (`builtin:instruction-quality`)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from curation.errors import CurateError, InputError
 from labeling.lfs.kinds import LF, LFDefinitionError, check_names, keyword_lf, regex_lf, sql_lf
 
 _DECLARATIVE_KEYS = {
-    "keyword": {"name", "kind", "label", "keywords", "case_sensitive", "whole_word", "engine"},
-    "regex": {"name", "kind", "label", "pattern", "flags", "negate", "engine"},
+    "keyword": {"name", "kind", "label", "keywords", "case_sensitive", "whole_word", "engine", "field"},
+    "regex": {"name", "kind", "label", "pattern", "flags", "negate", "engine", "field"},
     "sql": {"name", "kind", "label", "expr"},
 }
 
@@ -24,7 +24,8 @@ _DECLARATIVE_KEYS = {
 def load_declarative(path: Path) -> list[LF]:
     """Keyword, regex and SQL LFs from YAML/JSON (no code runs: safe for files uploaded to the API).
 
-    `lfs: [{name, kind: keyword|regex|sql, label, keywords | pattern (+ flags: [IGNORECASE, ...], negate) | expr}]`
+    `lfs: [{name, kind: keyword|regex|sql, label, keywords | pattern (+ flags: [IGNORECASE, ...], negate) | expr}]`;
+    keyword and regex LFs take `field: text|prompt|response` (default text).
     """
     import yaml
 
@@ -62,9 +63,17 @@ def load_declarative(path: Path) -> list[LF]:
     return lfs
 
 
+BUILTIN_PREFIX = "builtin:"
+
+
 def load_lfs(path: str | Path) -> list[LF]:
     """The LFs a file declares. Python: its `LFS` list if it has one, else every module-level LF in order.
-    YAML/JSON (`.yaml`, `.yml`, `.json`): keyword, regex and SQL LFs only, no code runs (`load_declarative`)."""
+    YAML/JSON (`.yaml`, `.yml`, `.json`): keyword, regex and SQL LFs only, no code runs (`load_declarative`).
+    `builtin:NAME`: a set shipped with the product (`labeling.builtin.BUILTIN_SETS`)."""
+    if str(path).startswith(BUILTIN_PREFIX):
+        from labeling.builtin import builtin_lfs
+
+        return builtin_lfs(str(path)[len(BUILTIN_PREFIX):])
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such LF file")
