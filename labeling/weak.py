@@ -3,6 +3,9 @@
 Tables (curation/schema.py): lf_sets, lfs, votes (sparse: abstains are not stored), label_models, weak_labels.
 Views for SQL users: `votes`, `weak_labels`, `lfs`, `label_models`.
 
+- LFs see RECORD_COLUMNS. On an instruction dataset (`datasets.task = 'instruction'`) the records come from the
+  view `main.instructions`: `text` and `prompt` are the prompt, `response` the latest accepted revision of the
+  last assistant turn; its label set is `keep,drop` unless it declares one. A new revision re-applies the set.
 - An LF set's id is `<dataset>/<version>`; the version hashes the LF definitions (`lfs:<hash>`) or the imported
   file and its mapping (`import:<hash>`). Applying an unchanged set to unchanged records is a no-op.
 - The label model fits on the `train` rows of the dataset's current split (all rows when there is no split)
@@ -28,16 +31,57 @@ from curation.splits import current_split_id
 from curation.store import Store, now
 from labeling import analysis
 from labeling import label_model as lm
-from labeling.lfs import ABSTAIN, LF, RECORD_COLUMNS, label_matrix, lf_set_version, load_lfs, resolve_label
+from labeling.lfs import (
+    ABSTAIN,
+    INSTRUCTION_LABELS,
+    LF,
+    RECORD_COLUMNS,
+    RegexLF,
+    label_matrix,
+    lf_set_version,
+    load_lfs,
+    resolve_label,
+)
 
 log = logging.getLogger(__name__)
 
 VOTE_FORMATS = ("long", "wrench")
 
 
-def _records_relation(dataset: str) -> str:
-    cols = ", ".join(f'"{c}"' for c in RECORD_COLUMNS)
-    return f"SELECT {cols} FROM store.records WHERE dataset = '{dataset.replace(chr(39), chr(39) * 2)}'"
+def dataset_task(store: Store, dataset: str) -> str:
+    """'classification' or 'instruction' (NotFound naming the known datasets when there is no such dataset)."""
+    store.dataset(dataset)
+    return store.query("SELECT task FROM store.datasets WHERE name = ?", [dataset])[0][0]
+
+
+def dataset_labels(store: Store, dataset: str) -> list[str]:
+    """The dataset's label set; an instruction dataset that declares none has `keep,drop`."""
+    labels = store.dataset(dataset)["labels"]
+    if not labels and dataset_task(store, dataset) == "instruction":
+        return list(INSTRUCTION_LABELS)
+    return labels
+
+
+def _records_relation(dataset: str, task: str = "classification") -> str:
+    """The SELECT over RECORD_COLUMNS an LF set is applied to. Instruction datasets read `main.instructions`
+    (the latest accepted revision of each response); classification datasets have `prompt` = text and no
+    response."""
+    name = dataset.replace(chr(39), chr(39) * 2)
+    if task == "instruction":
+        cols = ", ".join("prompt AS text" if c == "text" else f'"{c}"' for c in RECORD_COLUMNS)
+        return f"SELECT {cols} FROM main.instructions WHERE dataset = '{name}'"
+    cols = ", ".join('text AS prompt' if c == "prompt" else "NULL::VARCHAR AS response" if c == "response"
+                     else f'"{c}"' for c in RECORD_COLUMNS)
+    return f"SELECT {cols} FROM store.records WHERE dataset = '{name}'"
+
+
+def _data_state(store: Store, dataset: str, task: str) -> str | None:
+    """What besides the record span changes what LFs see: accepted revisions of an instruction dataset."""
+    if task != "instruction":
+        return None
+    n, last = store.query("SELECT count(*), max(v.created_at) FROM store.revisions v JOIN store.records r "
+                          "USING (record_id) WHERE r.dataset = ? AND v.status = 'accepted'", [dataset])[0]
+    return f"revisions:{n}:{last}"
 
 
 def _record_span(store: Store, dataset: str) -> tuple[int, int]:
@@ -69,11 +113,13 @@ def _save_lf_set(cur: Any, lf_set_id: str, dataset: str, source: str, version: s
                     "declared_at, fired, faults) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", lf_rows)
 
 
-def _unchanged(store: Store, lf_set_id: str, n: int, mx: int) -> dict | None:
+def _unchanged(store: Store, lf_set_id: str, n: int, mx: int, state: str | None = None) -> dict | None:
     row = store.query("SELECT n_records, max_record_id, result FROM store.lf_sets WHERE lf_set_id = ?",
                       [lf_set_id])
     if row and row[0][0] == n and row[0][1] == mx:
-        return json.loads(row[0][2]) if row[0][2] else {}
+        prev = json.loads(row[0][2]) if row[0][2] else {}
+        if prev.get("data_state") == state:
+            return prev
     return None
 
 
@@ -86,23 +132,30 @@ def apply_lfs(store: Store, dataset: str, lfs: str | Path | Sequence[LF], *, fau
     Returns a dict: lf_set_id, version, status ('applied' | 'unchanged'), records, votes, and per LF its
     engine, records fired on and faults. Re-applying an unchanged set to unchanged records does nothing.
     """
-    ds = store.dataset(dataset)
-    labels = ds["labels"]
+    task = dataset_task(store, dataset)
+    labels = dataset_labels(store, dataset)
     if len(labels) < 2:
         raise InputError(f"dataset {dataset!r} declares labels {labels}; LFs need a label set of 2 or more "
                          "(ingest with --labels)")
     source = str(lfs) if isinstance(lfs, (str, Path)) else "<python>"
     lf_list = load_lfs(lfs) if isinstance(lfs, (str, Path)) else list(lfs)
+    if task != "instruction":
+        on_response = [lf.name for lf in lf_list if isinstance(lf, RegexLF) and lf.field == "response"]
+        if on_response:
+            raise InputError(f"LFs {', '.join(on_response)} read field `response`, but dataset {dataset!r} is a "
+                             f"{task} dataset (only instruction datasets have responses); use field `text`")
     version = lf_set_version(lf_list)
     lf_set_id = f"{dataset}/{version}"
     n, mx = _record_span(store, dataset)
-    if not force and (prev := _unchanged(store, lf_set_id, n, mx)) is not None:
+    state = _data_state(store, dataset, task)
+    if not force and (prev := _unchanged(store, lf_set_id, n, mx, state)) is not None:
         log.info("LF set %s already applied to the same %d records: nothing to do", lf_set_id, n)
         return prev | {"status": "unchanged"}
-    res = label_matrix(store.con, _records_relation(dataset), lf_list, labels, fault_tolerant=fault_tolerant,
+    res = label_matrix(store.con, _records_relation(dataset, task), lf_list, labels, fault_tolerant=fault_tolerant,
                        batch_size=batch_size, progress=progress)
     result = {
-        "dataset": dataset, "lf_set_id": lf_set_id, "version": version, "source": source, "status": "applied",
+        "dataset": dataset, "task": task, "labels": labels, "lf_set_id": lf_set_id, "version": version,
+        "source": source, "status": "applied", **({"data_state": state} if state else {}),
         "records": len(res.record_ids), "lfs": res.lf_summary(),
         "coverage": float((res.L != ABSTAIN).any(axis=1).mean()) if len(res.record_ids) else 0.0,
         "faults": int(sum(res.faults)), "fault_examples": res.fault_examples,
@@ -299,7 +352,7 @@ def resolve_lf_set(store: Store, dataset: str, lf_set_id: str | None = None) -> 
 
 def load_matrix(store: Store, dataset: str, lf_set_id: str) -> dict:
     """Dense L for every record of the dataset (record_id order), LF names, gold indexes (-1) and splits."""
-    labels = store.dataset(dataset)["labels"]
+    labels = dataset_labels(store, dataset)
     lfs = store.frame("SELECT lf_index, name, kind, engine, label, fired, faults, declared_at FROM store.lfs "
                       "WHERE lf_set_id = ? ORDER BY lf_index", [lf_set_id])
     split_id = current_split_id(store, dataset)
