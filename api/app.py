@@ -5,11 +5,11 @@ resource; their dependencies and helpers are in `api.deps`). The app opens one S
 single writer) unless one is passed in, marks jobs a dead process left running as failed, and starts the job
 runner and the webhook event recorder; at shutdown it stops them and closes the store it opened.
 
-Auth: every mutating route (POST/PUT/PATCH/DELETE) needs the `X-API-Key` header equal to `CURATE_API_KEY`
-(constant-time compare); without a configured key the server is open, and `curate serve` refuses to bind a
-non-loopback address. The Label Studio webhook (`POST /webhooks/labelstudio`) and the ML backend (`/ml/...`)
-take the webhook secret instead (`CURATE_WEBHOOK_SECRET`, else the API key): as a token header or as the password
-of HTTP basic auth, which Label Studio sends for an ML backend URL like `http://curate:SECRET@host:8000/ml`.
+Security (`api.security`): one middleware checks every request before a route runs: Host and cross-site
+checks, the key and its role against the one route→role table (`ROUTE_ROLES`), the content type, body size and
+JSON depth; mutating requests go to the audit trail (`store.audit`). With any key configured every route but
+`/health` and the docs needs one; without one the server is for loopback only (`curate serve` refuses a public
+bind). Keys: `api.keys` and `curate keys`.
 
 Errors are JSON `{"error": {"code", "message"}}`; a 500 carries an incident id, never a traceback.
 """
@@ -18,8 +18,10 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -31,7 +33,8 @@ from api import jobs as jobs_mod
 from api import rounds as rounds_mod
 from api.deps import ApiError, AppState
 from api.jobs import StudioFactory
-from api.routes import datasets, health, jobs, labeling, ml_backend, rounds, runs, splits, sql, webhooks
+from api.routes import datasets, health, jobs, keys, labeling, ml_backend, rounds, runs, splits, sql, webhooks
+from api.security import AuditWriter, HostPolicy, KeyRing, SecurityMiddleware, clean_stale_uploads
 from curation import errors as E
 from curation.settings import Settings
 from curation.store import Store
@@ -41,10 +44,11 @@ log = logging.getLogger(__name__)
 VERSION = health.VERSION
 
 ROUTERS = [health.router, datasets.router, sql.router, labeling.router, splits.router, runs.router, rounds.router,
-           jobs.router, webhooks.router]
+           jobs.router, webhooks.router, keys.router]
 
 # own error type -> (status, code); the first matching base wins, so subclasses come first
 ERROR_MAP: list[tuple[type[BaseException], int, str]] = [
+    (jobs_mod.JobLimit, 429, "too_many_requests"),
     (jobs_mod.JobConflict, 409, "conflict"),
     (E.StoreLocked, 503, "store_locked"),
     (E.NotFound, 404, "not_found"),
@@ -104,10 +108,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None, *,
-               studio: StudioFactory | None = None, heavy_workers: int = 1) -> FastAPI:
+               studio: StudioFactory | None = None, heavy_workers: int = 1,
+               bind: tuple[str, int] | None = None) -> FastAPI:
     """The FastAPI app. Opens its own Store at startup unless `store` is given (then the caller closes it).
     `studio` makes the Label Studio client rounds push with (default: from settings, `CURATE_LS_URL` and
-    `CURATE_LS_TOKEN`; none configured: rounds keep their selection in the store)."""
+    `CURATE_LS_TOKEN`; none configured: rounds keep their selection in the store). `bind` (host, port) is where
+    `curate serve` listens: the default allowed Host values are made from it."""
     settings = settings or (store.settings if store is not None else Settings())
     studio = studio or rounds_mod.studio_factory(settings)
 
@@ -117,12 +123,18 @@ def create_app(settings: Settings | None = None, store: Store | None = None, *,
         st = Store.open(settings) if own else store
         try:
             interrupted = jobs_mod.recover_interrupted(st)
+            clean_stale_uploads()
             runner = jobs_mod.JobRunner(st, heavy_workers=heavy_workers, studio=studio)
             recorder = rounds_mod.EventRecorder(st, runner)
             runner.on_finish.append(after_round(st, runner))
-            app.state.curate = AppState(settings, st, runner, recorder, dt.datetime.now(dt.UTC))
+            keyring = KeyRing(st, settings)
+            app.state.curate = AppState(
+                settings, st, runner, recorder, dt.datetime.now(dt.UTC), keyring=keyring, audit=AuditWriter(st),
+                hosts=HostPolicy(settings.allowed_hosts, bind),
+                sql_pool=ThreadPoolExecutor(settings.sql_max_concurrent, thread_name_prefix="curate-sql"),
+                sql_slots=threading.BoundedSemaphore(settings.sql_max_concurrent))
             log.info("curate service on %s (%d interrupted job(s) marked failed; auth: %s)", st.path,
-                     len(interrupted), "api key" if settings.api_key else "OPEN (no CURATE_API_KEY)")
+                     len(interrupted), "keys" if keyring.keyed else "OPEN (keyless loopback mode)")
             yield
         finally:
             state = getattr(app.state, "curate", None)
@@ -130,14 +142,18 @@ def create_app(settings: Settings | None = None, store: Store | None = None, *,
             if state is not None:
                 state.recorder.close()
                 state.runner.shutdown()
+                state.sql_pool.shutdown(wait=False, cancel_futures=True)
+                state.audit.close()
             if own:
                 st.close()
 
     app = FastAPI(title="curate", version=VERSION, lifespan=lifespan,
                   description="Data curation service: datasets, sandboxed SQL, weak supervision, splits, "
                               "augmentation, training runs, predictions, active-learning selections, Label Studio "
-                              "rounds and jobs. Mutating endpoints need the `X-API-Key` header. The Label Studio "
+                              "rounds and jobs. With keys configured every endpoint but `/health` needs the "
+                              "`X-API-Key` header (roles: annotator, engineer, trainer, admin). The Label Studio "
                               "ML backend is served under `/ml`.")
+    app.add_middleware(SecurityMiddleware)
     app.state.curate = None
     install_error_handlers(app)
     for router in ROUTERS:

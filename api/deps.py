@@ -1,34 +1,36 @@
-"""What every route needs: the app's state, typed dependencies (store, runner, auth), and small helpers
-(a page of items, polars rows as JSON, the JSON body of a webhook, uploads as temporary files).
+"""What every route needs: the app's state, typed dependencies (store, runner, the caller's identity), and small
+helpers (a page of items, polars rows as JSON, the JSON body of a webhook, uploads as temporary files).
 
 Routes import from here, never from `api.app` (which only assembles the app).
 
-Auth: every mutating route (POST/PUT/PATCH/DELETE) takes `Auth` (the `X-API-Key` header must equal
-`CURATE_API_KEY`, constant-time compare; without a configured key the server is open). The Label Studio webhook
-and the ML backend take `WebhookAuth` (the webhook secret, `CURATE_WEBHOOK_SECRET`, else the API key) as a token
-header, a bearer token, or the password of HTTP basic auth.
+Auth is not a per-route dependency: `api.security.SecurityMiddleware` checks every request against the one table
+of route roles (`api.security.ROUTE_ROLES`) before a route runs, so a new route is covered (admin-only until it is
+listed there). `Auth` and `WebhookAuth` remain as empty dependency lists for routes written against the old API.
 """
 
-import base64
 import contextlib
 import datetime as dt
-import hmac
 import json
+import queue
 import tempfile
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Query, Request, UploadFile
+from fastapi import Depends, Query, Request, UploadFile
 
 from api.jobs import JobRunner, plain
+from api.keys import KeyIdentity
 from api.rounds import EventRecorder
+from api.security import AuditWriter, HostPolicy, KeyRing, same_secret, upload_dir_prefix  # noqa: F401
 from curation.settings import Settings
 from curation.store import Store
-from labeling.studio import WEBHOOK_HEADER, verify_webhook_token
 
 MAX_PAGE = 1000
+MAX_OFFSET = 2**31 - 1   # DuckDB takes int64 offsets; no store is near 2**31 rows
 
 
 class ApiError(Exception):
@@ -47,6 +49,11 @@ class AppState:
     runner: JobRunner
     recorder: EventRecorder
     started_at: dt.datetime
+    keyring: KeyRing
+    audit: AuditWriter
+    hosts: HostPolicy
+    sql_pool: ThreadPoolExecutor
+    sql_slots: threading.BoundedSemaphore = field(default_factory=threading.BoundedSemaphore)
 
 
 def get_state(request: Request) -> AppState:
@@ -64,67 +71,21 @@ def get_runner(state: Annotated[AppState, Depends(get_state)]) -> JobRunner:
     return state.runner
 
 
-# -- auth -------------------------------------------------------------------------------------------------
-def same_secret(given: str | None, expected: str) -> bool:
-    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
-
-
-def require_api_key(state: Annotated[AppState, Depends(get_state)],
-                    x_api_key: Annotated[str | None, Header(alias="X-API-Key", include_in_schema=False)] = None
-                    ) -> None:
-    """Mutating routes: the `X-API-Key` header must equal CURATE_API_KEY (open when no key is configured)."""
-    key = state.settings.api_key
-    if key is None:
-        return
-    if not x_api_key:
-        raise ApiError(401, "unauthorized", "this endpoint changes data: send the API key in the X-API-Key "
-                                            "header (the server's CURATE_API_KEY)",
-                       headers={"WWW-Authenticate": "APIKey"})
-    if not same_secret(x_api_key, key.get_secret_value()):
-        raise ApiError(403, "forbidden", "the X-API-Key header does not match the server's CURATE_API_KEY")
-
-
-def webhook_secret(settings: Settings) -> str | None:
-    secret = settings.webhook_secret or settings.api_key
-    return secret.get_secret_value() if secret is not None else None
-
-
-def token_in_headers(headers: Mapping[str, str], secret: str) -> bool:
-    """The secret as the `X-Curate-Webhook-Token` header, a bearer/token authorization, or a basic-auth password."""
-    if verify_webhook_token(headers.get(WEBHOOK_HEADER), secret):
-        return True
-    auth = headers.get("authorization") or ""
-    scheme, _, value = auth.partition(" ")
-    if scheme.lower() in ("bearer", "token") and verify_webhook_token(value.strip(), secret):
-        return True
-    if scheme.lower() == "basic":
-        try:
-            _, _, password = base64.b64decode(value.strip()).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
-        return verify_webhook_token(password, secret)
-    return False
-
-
-def require_webhook_token(request: Request, state: Annotated[AppState, Depends(get_state)]) -> None:
-    """Label Studio webhooks and ML-backend calls: the webhook secret in the `X-Curate-Webhook-Token` header
-    (what `labeling.studio.register_webhook` configures), as a bearer token, or as the basic-auth password."""
-    secret = webhook_secret(state.settings)
-    if secret is None or token_in_headers(request.headers, secret):
-        return
-    raise ApiError(401, "unauthorized", f"webhook token missing or wrong: Label Studio must send the "
-                                        f"CURATE_WEBHOOK_SECRET (webhook header `{WEBHOOK_HEADER}`, or the password "
-                                        f"of basic auth in the ML backend URL)",
-                   headers={"WWW-Authenticate": 'Basic realm="curate"'})
-
-
 StateDep = Annotated[AppState, Depends(get_state)]
 StoreDep = Annotated[Store, Depends(get_store)]
 RunnerDep = Annotated[JobRunner, Depends(get_runner)]
-Auth = [Depends(require_api_key)]
-WebhookAuth = [Depends(require_webhook_token)]
+Auth: list = []          # kept for routes written before the middleware; auth is in api.security
+WebhookAuth: list = []
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"page size (at most {MAX_PAGE})")]
-Offset = Annotated[int, Query(ge=0, description="rows to skip")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="rows to skip")]
+
+
+def get_identity(request: Request) -> KeyIdentity | None:
+    """The caller's key (name, role), as the security middleware found it; None in keyless mode."""
+    return request.scope.get("state", {}).get("curate_identity")
+
+
+IdentityDep = Annotated[KeyIdentity | None, Depends(get_identity)]
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
@@ -159,11 +120,23 @@ async def json_body(request: Request) -> dict:
     return payload
 
 
+def queue_event(state: AppState, payload: dict) -> int:
+    """Hand a Label Studio event to the recorder; a full queue is a 503 with Retry-After (Label Studio does not
+    retry, but the round's `pull_annotations` reconciles what was missed)."""
+    try:
+        return state.recorder.put(payload)
+    except queue.Full:
+        raise ApiError(503, "queue_full", f"{state.settings.webhook_queue_max} webhook events are waiting to be "
+                                          f"stored (CURATE_WEBHOOK_QUEUE_MAX); retry later - the next round's pull "
+                                          f"from Label Studio recovers this event", headers={"Retry-After": "5"}
+                       ) from None
+
+
 @contextlib.contextmanager
 def uploaded(file: UploadFile) -> Iterator[Path]:
     """The upload as a temporary file with the client's suffix (the stages detect the format from it)."""
     suffix = "".join(Path(file.filename or "upload").suffixes[-2:])
-    with tempfile.TemporaryDirectory(prefix="curate-upload-") as d:
+    with tempfile.TemporaryDirectory(prefix=upload_dir_prefix()) as d:
         path = Path(d) / f"upload{suffix}"
         with path.open("wb") as f:
             while chunk := file.file.read(1 << 20):

@@ -38,6 +38,10 @@ class JobConflict(CurateError):
     """The job cannot be retried or started in its current state."""
 
 
+class JobLimit(CurateError):
+    """As many jobs of this kind as `max_active_jobs` are queued or running (the API answers 429)."""
+
+
 def plain(obj: Any) -> Any:
     """A JSON-ready copy (job results, responses): numpy scalars and arrays, dates, paths, result objects."""
 
@@ -158,7 +162,7 @@ def list_jobs(store: Store, *, kind: str | None = None, status: str | None = Non
 
 
 def recover_interrupted(store: Store) -> list[str]:
-    """Mark jobs (and rounds) a dead process left queued/running as failed. Returns their ids."""
+    """Mark jobs, rounds and training runs a dead process left queued/running as failed. Returns the job ids."""
     at = now()
     with store.transaction() as cur:
         rows = cur.execute("SELECT job_id, status FROM store.jobs WHERE status IN ('queued', 'running')").fetchall()
@@ -172,8 +176,14 @@ def recover_interrupted(store: Store) -> list[str]:
         cur.execute("UPDATE store.rounds SET status = 'failed', finished_at = ?, "
                     "error = 'interrupted: the server stopped during this round; request a new round' "
                     "WHERE status IN ('queued', 'running')", [at])
+        runs = [r[0] for r in cur.execute("SELECT run_id FROM store.runs WHERE status = 'running'").fetchall()]
+        cur.execute("UPDATE store.runs SET status = 'failed', finished_at = ?, "
+                    "error = 'interrupted: the process training this run stopped (crash or kill); train again' "
+                    "WHERE status = 'running'", [at])
     if ids:
         log.warning("marked %d interrupted job(s) failed: %s", len(ids), ", ".join(ids))
+    if runs:
+        log.warning("marked %d interrupted training run(s) failed: %s", len(runs), ", ".join(runs))
     return ids
 
 
@@ -189,6 +199,7 @@ class JobRunner:
         self._futures: dict[str, Future] = {}
         self._contexts: dict[str, JobContext] = {}
         self._lock = threading.Lock()
+        self._submit_lock = threading.Lock()
         self._closed = False
         self.on_finish: list[Callable[[dict], None]] = []   # called with the finished job (e.g. rounds re-check)
 
@@ -205,7 +216,14 @@ class JobRunner:
             raise JobConflict("the server is shutting down; submit the job again after it restarts")
         job_id = job_id or new_job_id()
         params_json = json.dumps(params, default=str)
-        with self.store.transaction() as cur:
+        cap = self.store.settings.max_active_jobs
+        with self._submit_lock, self.store.transaction() as cur:
+            active = cur.execute("SELECT count(*) FROM store.jobs WHERE kind = ? AND status IN ('queued', "
+                                 "'running')", [kind]).fetchall()[0][0]
+            if active >= cap:
+                raise JobLimit(f"{active} {kind} job(s) are queued or running (at most {cap} per kind, "
+                               f"CURATE_MAX_ACTIVE_JOBS); wait for one to finish (GET /jobs?kind={kind}) and "
+                               f"submit again")
             cur.execute("INSERT INTO store.jobs (job_id, kind, status, progress, message, params, retry_of, "
                         "created_at) VALUES (?, ?, 'queued', 0, 'queued', ?, ?, ?)",
                         [job_id, kind, params_json, retry_of, now()])

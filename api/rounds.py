@@ -23,6 +23,7 @@ recorder thread stores them (`labeling.studio.handle_webhook`) and checks the ro
 the server was down are reconciled by the round's first step (`pull_annotations`).
 """
 
+import contextlib
 import json
 import logging
 import queue
@@ -329,6 +330,7 @@ class RecorderStats:
     received: int = 0
     recorded: int = 0
     failed: int = 0
+    refused: int = 0          # answered 503: the queue was full
     rounds_started: int = 0
     last_error: str | None = None
     errors_by_action: dict[str, int] = field(default_factory=dict)
@@ -341,16 +343,21 @@ class EventRecorder:
     the round trigger of the event's dataset. Failures are counted (by action) and logged, never swallowed.
     """
 
-    def __init__(self, store: Store, runner: JobRunner):
+    def __init__(self, store: Store, runner: JobRunner, maxsize: int | None = None):
         self.store, self.runner = store, runner
         self.stats = RecorderStats()
-        self._q: queue.Queue = queue.Queue()
+        self._q: queue.Queue = queue.Queue(store.settings.webhook_queue_max if maxsize is None else maxsize)
         self._thread = threading.Thread(target=self._loop, name="curate-events", daemon=True)
         self._thread.start()
 
     def put(self, payload: dict) -> int:
+        """Queue the event; `queue.Full` when the queue is at its bound (the caller answers 503)."""
+        try:
+            self._q.put_nowait(payload)
+        except queue.Full:
+            self.stats.refused += 1
+            raise
         self.stats.received += 1
-        self._q.put(payload)
         return self._q.qsize()
 
     def drain(self, timeout: float = 30.0) -> bool:
@@ -364,7 +371,8 @@ class EventRecorder:
 
     def close(self, timeout: float = 10.0) -> None:
         self.drain(timeout)
-        self._q.put(None)
+        with contextlib.suppress(queue.Full):
+            self._q.put(None, timeout=timeout)
         self._thread.join(timeout)
 
     def _loop(self) -> None:

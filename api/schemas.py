@@ -10,6 +10,10 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
+# augmentation runs inside the request: bounded so one request stays within seconds (the API answers in ~2 s at
+# most; larger jobs: `curate augment` on the machine that holds the store)
+MAX_AUGMENT_PER_RECORD = 5
+MAX_AUGMENT_RECORDS = 2_000
 
 
 class _In(BaseModel):
@@ -36,7 +40,13 @@ class Page(BaseModel, Generic[T]):
 
 
 # -- health ----------------------------------------------------------------------------------------------
-class HealthOut(_Out):
+class HealthOut(BaseModel):
+    """Liveness only (public)."""
+
+    status: Literal["ok"] = "ok"
+
+
+class StatusOut(_Out):
     status: Literal["ok"] = "ok"
     version: str
     db: str
@@ -44,9 +54,43 @@ class HealthOut(_Out):
     datasets: int
     jobs_running: int
     jobs_queued: int
-    auth: Literal["api_key", "open"] = Field(description="open: no CURATE_API_KEY (loopback only)")
+    auth: Literal["keys", "open"] = Field(description="open: no key configured (keyless loopback mode)")
     webhook_events: dict
+    audit: dict = Field(description="audit rows written, dropped (queue full), failed")
     stages: dict[str, bool] = Field(description="which stage modules import here")
+
+
+# -- keys and audit ----------------------------------------------------------------------------------------
+class KeyIn(_In):
+    name: str = Field(min_length=1, max_length=100, description="who or what uses the key")
+    role: Literal["annotator", "engineer", "trainer", "admin"]
+
+
+class KeyOut(_Out):
+    key_id: str
+    name: str
+    role: str
+    created_at: str | None = None
+    revoked_at: str | None = None
+    active: bool
+
+
+class KeyCreatedOut(BaseModel):
+    key_id: str
+    name: str
+    role: str
+    key: str = Field(description="the key; shown this once, the server keeps only its sha256")
+
+
+class AuditOut(_Out):
+    happened_at: str
+    key_id: str | None
+    key_name: str | None
+    role: str | None
+    method: str
+    path: str
+    status: int | None
+    detail: str | None
 
 
 # -- datasets and records ----------------------------------------------------------------------------------
@@ -60,10 +104,11 @@ class DatasetOut(_Out):
 
 
 class DatasetSettingsIn(_In):
-    round_every: int | None = Field(None, ge=0, description="new annotations that start a round; 0: off")
+    round_every: int | None = Field(None, ge=0, le=2**31 - 1,
+                                    description="new annotations that start a round; 0: off")
     round_size: int | None = Field(None, ge=1, le=100_000, description="tasks pushed per round")
     round_strategy: str | None = None
-    round_seed: int | None = Field(None, ge=0)
+    round_seed: int | None = Field(None, ge=0, le=2**31 - 1)
     round_train: dict | None = Field(None, description="TrainConfig fields for round training")
 
 
@@ -173,16 +218,17 @@ class SplitIn(_In):
     ratios: list[float] | None = Field(None, description="train/val/test ratios, e.g. [0.8, 0.1, 0.1]")
     group_by: str | None = Field(None, description="`group` keeps a group's records in one split")
     near_dup_threshold: float | None = Field(None, ge=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
     from_column: str | None = Field(None, description="take given splits from this meta column")
 
 
 class AugmentIn(_In):
-    per_record: int = Field(1, ge=1, le=100, description="copies per train record")
-    augmenters: list[str] = Field(["keyboard", "word_swap"], min_length=1,
+    per_record: int = Field(1, ge=1, le=MAX_AUGMENT_PER_RECORD, description="copies per train record")
+    augmenters: list[str] = Field(["keyboard", "word_swap"], min_length=1, max_length=8,
                                   description="names from curation.augment.AUGMENTERS")
-    seed: int = 0
-    limit: int | None = Field(None, ge=1, description="augment at most this many records")
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    limit: int | None = Field(None, ge=1, le=MAX_AUGMENT_RECORDS,
+                              description=f"augment at most this many records (at most {MAX_AUGMENT_RECORDS})")
 
 
 # -- runs, predictions, selections, rounds, jobs ---------------------------------------------------------------
@@ -225,8 +271,8 @@ class SelectIn(_In):
     run_id: str
     strategy: str = "least_confidence"
     n: int = Field(50, ge=1, le=100_000)
-    seed: int = 0
-    round: int | None = None
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    round: int | None = Field(None, ge=0, le=2**31 - 1)
 
 
 class SelectionOut(_Out):

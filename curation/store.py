@@ -58,9 +58,10 @@ class Store:
             settings = settings.model_copy(update={"db": Path(db)})
         path = Path(settings.db)
         path.parent.mkdir(parents=True, exist_ok=True)
-        con = _connect(path)
+        limits = {"memory_limit": settings.db_memory_limit, "max_temp_directory_size": settings.db_max_temp_size}
+        con = _connect(path, limits)
         try:
-            con, migrated = _bring_up_to_date(con, path, settings.auto_migrate)
+            con, migrated = _bring_up_to_date(con, path, settings.auto_migrate, limits)
         except BaseException:
             con.close()
             raise
@@ -144,8 +145,8 @@ class Store:
                        contract_version: str, task: str = "classification") -> list[str]:
         """Create the dataset, or check the declared label set and the task against the stored ones. Returns the
         labels. An instruction dataset declared without labels gets the quality labels `keep`, `drop`."""
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
-            raise InputError(f"dataset name {name!r}: use 1-64 letters, digits, '_', '.', '-'")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name) or set(name) == {"."}:
+            raise InputError(f"dataset name {name!r}: use 1-64 letters, digits, '_', '.', '-' (not only dots)")
         if task not in TASKS:
             raise InputError(f"task {task!r}: use one of {', '.join(TASKS)}")
         row = cur.execute("SELECT labels, task FROM store.datasets WHERE name = ?", [name]).fetchall()
@@ -179,16 +180,18 @@ class Store:
                        [dataset])
 
 
-def _connect(path: Path) -> duckdb.DuckDBPyConnection:
+def _connect(path: Path, limits: dict | None = None) -> duckdb.DuckDBPyConnection:
+    """Open locked down (`_CONFIG`) with the resource `limits` (memory_limit, max_temp_directory_size): DuckDB's
+    limits are per database, so they bound user SQL and the writer alike; the configuration is locked after."""
     try:
-        return duckdb.connect(str(path), config=_CONFIG)
+        return duckdb.connect(str(path), config=_CONFIG | (limits or {}))
     except duckdb.IOException as e:
         if "lock" in str(e).lower():
             raise StoreLocked(_locked_message(path, str(e))) from None
         raise InputError(f"{path}: cannot open the store ({e}). Is it a DuckDB file?") from None
 
 
-def _bring_up_to_date(con: duckdb.DuckDBPyConnection, path: Path, auto_migrate: bool
+def _bring_up_to_date(con: duckdb.DuckDBPyConnection, path: Path, auto_migrate: bool, limits: dict | None = None
                       ) -> tuple[duckdb.DuckDBPyConnection, dict | None]:
     """Create a new store, or migrate an older one (after a backup copy), or refuse one newer than this code."""
     version, target = migrations.stored_version(con), schema.SCHEMA_VERSION
@@ -206,7 +209,7 @@ def _bring_up_to_date(con: duckdb.DuckDBPyConnection, path: Path, auto_migrate: 
     con.execute("CHECKPOINT")
     con.close()
     copy = migrations.backup(path, version)
-    con = _connect(path)
+    con = _connect(path, limits)
     steps = migrations.migrate(con, version, target, schema.ddl())
     log.warning("migrated %s from schema %d to %d (backup: %s)", path, version, target, copy)
     return con, {"from": version, "to": target, "steps": steps, "backup": str(copy)}

@@ -110,7 +110,14 @@ def _client(store, fake, *, key=KEY, secret=SECRET):
         "api_key": SecretStr(key) if key else None, "webhook_secret": SecretStr(secret) if secret else None})
     store.settings = settings
     app = create_app(settings, store, studio=fake.studio)
-    return TestClient(app, raise_server_exceptions=False)
+    if key is None:   # keyless loopback mode answers loopback Host names only
+        return TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1:8000")
+    return TestClient(app, raise_server_exceptions=False, headers={"X-API-Key": key})
+
+
+def _bare(client):
+    """A client of the same running app that sends no key."""
+    return TestClient(client.app, raise_server_exceptions=False)
 
 
 @pytest.fixture
@@ -140,7 +147,7 @@ def _link_project(store, dataset, project_id=7):
 # -- auth ------------------------------------------------------------------------------------------------------
 def _mutating_routes(app):
     for path, ops in app.openapi()["paths"].items():
-        if path.startswith(("/ml", "/webhooks")) or path == "/sql":
+        if path.startswith(("/ml", "/webhooks")):
             continue
         for method in ops:
             if method in ("post", "put", "patch", "delete"):
@@ -150,19 +157,23 @@ def _mutating_routes(app):
 def test_every_mutating_route_needs_the_api_key(client):
     routes = list(_mutating_routes(client.app))
     assert len(routes) >= 12
+    bare = _bare(client)
     for method, path in routes:
         url = path.replace("{name}", "ds").replace("{run_id}", "r1").replace("{job_id}", "j1")
-        r = client.request(method, url)
+        r = bare.request(method, url)
         assert r.status_code == 401, (method, path, r.text)
         body = r.json()
         assert body["error"]["code"] == "unauthorized" and "X-API-Key" in body["error"]["message"]
-        r = client.request(method, url, headers={"X-API-Key": "wrong"})
+        r = bare.request(method, url, headers={"X-API-Key": "wrong"})
         assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", (method, path)
         assert KEY not in r.text
 
 
-def test_reads_and_sql_need_no_key_and_right_key_passes(client, store):
+def test_reads_and_sql_need_the_key_and_right_key_passes(client, store):
     make_dataset(store, "ds", ["a", "b"])
+    bare = _bare(client)
+    assert bare.get("/datasets").status_code == 401
+    assert bare.post("/sql", json={"query": "SELECT count(*) AS n FROM records"}).status_code == 401
     assert client.get("/datasets").status_code == 200
     assert client.post("/sql", json={"query": "SELECT count(*) AS n FROM records"}).json()["rows"] == [{"n": 2}]
     r = client.patch("/datasets/ds/settings", json={"round_every": 5}, headers=H)
@@ -173,10 +184,11 @@ def test_open_server_without_key(store, fake):
     with _client(store, fake, key=None, secret=None) as c:
         make_dataset(store, "ds", ["a"])
         assert c.patch("/datasets/ds/settings", json={"round_size": 3}).status_code == 200
-        assert c.get("/health").json()["auth"] == "open"
+        assert c.get("/status").json()["auth"] == "open"
 
 
 def test_webhook_needs_the_secret_as_header_or_basic_auth(client, store):
+    client = _bare(client)
     r = client.post("/webhooks/labelstudio", json={"action": "PROJECT_UPDATED"})
     assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
     r = client.post("/webhooks/labelstudio", json={"action": "X"}, headers={"X-Curate-Webhook-Token": "nope"})
@@ -262,7 +274,7 @@ def test_failed_job_keeps_the_error_and_can_be_retried(client, store, fake):
     fake.fail_train = True
     job = _wait_job(client, client.post("/runs", json={"dataset": "ds"}, headers=H).json()["job_id"])
     assert job["status"] == "failed" and "boom in training" in job["error"]
-    assert client.post(f"/jobs/{job['job_id']}/retry").status_code == 401
+    assert _bare(client).post(f"/jobs/{job['job_id']}/retry").status_code == 401
     fake.fail_train = False
     r = client.post(f"/jobs/{job['job_id']}/retry", headers=H)
     assert r.status_code == 202 and r.json()["retry_of"] == job["job_id"]
@@ -375,7 +387,7 @@ def test_every_n_annotations_start_a_round(client, store, fake):
     assert rounds["total"] == 1 and rounds["items"][0]["trigger"] == "annotations:3"
     job = _wait_job(client, rounds["items"][0]["job_id"])
     assert job["result"]["annotations_used"] == 3
-    assert client.get("/health").json()["webhook_events"]["rounds_started"] == 1
+    assert client.get("/status").json()["webhook_events"]["rounds_started"] == 1
 
 
 def test_failed_webhook_events_are_counted(store, fake):
@@ -386,7 +398,7 @@ def test_failed_webhook_events_are_counted(store, fake):
     with _client(store, fake) as c:
         c.post("/webhooks/labelstudio", json={"action": "ANNOTATION_CREATED"}, headers={"X-Curate-Webhook-Token": SECRET})
         assert c.app.state.curate.recorder.drain(10)
-        ev = c.get("/health").json()["webhook_events"]
+        ev = c.get("/status").json()["webhook_events"]
     assert ev["failed"] == 1 and "no task 5" in ev["last_error"]
 
 
@@ -411,7 +423,8 @@ def test_ml_backend_setup_predict_versions_and_start_training(store, fake, monke
     monkeypatch.setattr(ml_backend, "load_model", lambda run_dir: model)
     store.settings = store.settings.model_copy(update={"webhook_secret": SecretStr(SECRET)})
     auth = {"Authorization": "Basic " + base64.b64encode(f"x:{SECRET}".encode()).decode()}
-    with TestClient(create_app(store.settings, store, studio=fake.studio), raise_server_exceptions=False) as c:
+    with TestClient(create_app(store.settings, store, studio=fake.studio), raise_server_exceptions=False,
+                    base_url="http://127.0.0.1:8000") as c:
         assert c.post("/ml/setup", json={"project": "7.1700000000"}, headers=auth).json() == {
             "model_version": "curate-untrained"}
         assert c.post("/ml/setup", json={"project": "99.1"}, headers=auth).status_code == 404

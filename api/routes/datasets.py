@@ -1,15 +1,18 @@
 """Datasets: list, show, round settings, ingest an upload, and the records with paging and filters."""
 
 import json
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
+from pydantic import Field
 
 from api import schemas as S
-from api.deps import Auth, Limit, Offset, StoreDep, frame_rows, json_cols, page, uploaded
+from api.deps import Limit, Offset, StoreDep, frame_rows, json_cols, page, uploaded
 from api.jobs import plain
 from api.rounds import check_train_config, round_config, validate_round_settings
+from curation.errors import InputError
 from curation.ingest import FieldMap, ingest
+from curation.versions import ExportOptions, export
 
 router = APIRouter(tags=["datasets"])
 
@@ -33,7 +36,7 @@ def get_dataset(name: str, store: StoreDep) -> dict:
     return plain(ds)
 
 
-@router.patch("/datasets/{name}/settings", dependencies=Auth, response_model=S.DatasetSettingsOut,
+@router.patch("/datasets/{name}/settings", response_model=S.DatasetSettingsOut,
               response_model_exclude_unset=True)
 def set_settings(name: str, body: S.DatasetSettingsIn, store: StoreDep) -> dict:
     values = validate_round_settings(body.model_dump(exclude_none=True))
@@ -43,7 +46,7 @@ def set_settings(name: str, body: S.DatasetSettingsIn, store: StoreDep) -> dict:
     return store.set_dataset_settings(name, **values)
 
 
-@router.post("/datasets/{name}/ingest", dependencies=Auth, response_model=S.IngestOut, status_code=201)
+@router.post("/datasets/{name}/ingest", response_model=S.IngestOut, status_code=201)
 def ingest_upload(name: str, store: StoreDep,
                   file: Annotated[UploadFile, File(description="CSV, JSONL or Parquet")],
                   text_field: Annotated[str, Form()] = "text",
@@ -87,3 +90,43 @@ def records(name: str, store: StoreDep, limit: Limit = 50, offset: Offset = 0,
                        f"r.\"group\", r.meta, r.input_hash, r.origin, r.parent_id, s.split {base} "
                        f"ORDER BY r.record_id LIMIT ? OFFSET ?", [name, *args, limit, offset])
     return page([json_cols(it, "meta") for it in frame_rows(rows)], total, limit, offset)
+
+
+class ExportIn(S._In):
+    format: Literal["parquet", "csv", "hf", "chat-jsonl", "alpaca"] = "chat-jsonl"
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$", description="folder (or file) name under "
+                      "<data dir>/exports/<dataset>/; the server never writes elsewhere")
+    min_quality: float | None = Field(None, ge=0, le=1, description="instruction: weak P(keep) needed without gold "
+                                      "(default 0.5; 0 also keeps unlabeled records)")
+    min_confidence: float | None = Field(None, ge=0, le=1, description="classification + template: weak "
+                                         "confidence needed without gold (default 0.9)")
+    template: str | None = Field(None, max_length=10_000, description="classification as instructions: the user "
+                                 "turn, e.g. 'Classify this comment as {labels}.\\n\\n{text}'")
+    allow_contamination: bool = False
+
+
+class SplitCounts(S._Out):
+    kept: int
+    dropped: dict[str, int]
+
+
+class ExportOut(S._Out):
+    dataset: str
+    path: str
+    format: str
+    rows: int
+    sha256: str
+    version_id: str | None = None
+    counts: dict[str, SplitCounts] | None = Field(None, description="fine-tuning formats: kept and dropped by "
+                                                  "reason, per split")
+    files: dict[str, str] | None = Field(None, description="fine-tuning formats: sha256 per file")
+
+
+@router.post("/datasets/{name}/export", response_model=ExportOut, status_code=201)
+def export_dataset(name: str, body: ExportIn, store: StoreDep) -> dict:
+    if body.name in (".", ".."):
+        raise InputError(f"name {body.name!r}: give a file or folder name")
+    store.dataset(name)  # 404 for an unknown dataset, before its name becomes part of a path
+    out = store.settings.home / "exports" / name / body.name
+    options = ExportOptions(body.min_quality, body.min_confidence, body.template, body.allow_contamination)
+    return plain(export(store, name, out, body.format, options))

@@ -1,4 +1,5 @@
-"""`GET /health`: the store, the jobs, auth mode and webhook event counts."""
+"""`GET /health`: liveness only (public: no versions, paths, URLs or stage list). `GET /status`: the store, the
+jobs, auth mode and webhook event counts (readers only)."""
 
 from fastapi import APIRouter
 
@@ -16,7 +17,13 @@ router = APIRouter(tags=["service"])
 
 
 @router.get("/health", response_model=S.HealthOut)
-def health(state: StateDep) -> dict:
+async def health() -> dict:
+    """Liveness: answers on the event loop without touching the store."""
+    return {"status": "ok"}
+
+
+@router.get("/status", response_model=S.StatusOut)
+def status(state: StateDep) -> dict:
     store = state.store
     counts = dict(store.query("SELECT status, count(*) FROM store.jobs WHERE status IN ('queued', 'running') "
                               "GROUP BY status"))
@@ -25,7 +32,9 @@ def health(state: StateDep) -> dict:
             "schema_version": store.one("SELECT value FROM store.meta WHERE key = 'schema_version'"),
             "datasets": store.one("SELECT count(*) FROM store.datasets"),
             "jobs_running": counts.get("running", 0), "jobs_queued": counts.get("queued", 0),
-            "auth": "api_key" if state.settings.api_key else "open",
+            "auth": "keys" if state.keyring.keyed else "open",
             "webhook_events": {"received": stats.received, "recorded": stats.recorded, "failed": stats.failed,
-                               "rounds_started": stats.rounds_started, "last_error": stats.last_error},
+                               "refused": stats.refused, "rounds_started": stats.rounds_started,
+                               "last_error": stats.last_error},
+            "audit": {"written": state.audit.written, "dropped": state.audit.dropped, "failed": state.audit.failed},
             "stages": dict.fromkeys(STAGES, True)}

@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 
 from api import schemas as S
-from api.deps import StateDep, StoreDep, WebhookAuth, json_body
+from api.deps import StateDep, StoreDep, json_body, queue_event
 from api.rounds import dataset_of_project, request_round
 from curation.errors import InputError, NotFound
 from curation.store import Store
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 
 UNTRAINED = "curate-untrained"
 
-router = APIRouter(dependencies=WebhookAuth)
+router = APIRouter()   # role: annotator (api.security.ROUTE_ROLES)
 
 
 def project_id(uid: Any) -> int | None:
@@ -185,10 +186,10 @@ async def webhook(request: Request, state: StateDep) -> dict:
     action = payload.get("action")
     if action == "START_TRAINING":
         dataset = dataset_for(state.store, payload.get("project"))
-        out = request_round(state.store, state.runner, dataset, trigger="label_studio")
+        out = await run_in_threadpool(request_round, state.store, state.runner, dataset, trigger="label_studio")
         return {"status": "ok", "action": action, "created": out["created"], "job_id": out["job_id"],
                 "round_id": out["round"]["round_id"]}
-    return {"status": "ok", "action": action, "queued": state.recorder.put(payload)}
+    return {"status": "ok", "action": action, "queued": queue_event(state, payload)}
 
 
 @router.post("/train", response_model=S.MlTrainOut)
@@ -196,5 +197,5 @@ async def train(request: Request, state: StateDep) -> dict:
     """The older protocol (before LS's START_TRAINING webhook): same as START_TRAINING."""
     payload = await json_body(request)
     dataset = dataset_for(state.store, payload.get("project"))
-    out = request_round(state.store, state.runner, dataset, trigger="label_studio")
+    out = await run_in_threadpool(request_round, state.store, state.runner, dataset, trigger="label_studio")
     return {"status": "ok", "job": out["job_id"], "round_id": out["round"]["round_id"]}
