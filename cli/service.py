@@ -71,14 +71,21 @@ def serve(
     from curation.store import Store
 
     s = settings(db)
-    check_bind(host, s.api_key is not None)
+    if s.api_key is None and not is_loopback(host):   # keys made with `curate keys` count too
+        from api.keys import active_keys
+
+        with Store.open(s) as st:
+            check_bind(host, bool(active_keys(st)))
+    else:
+        check_bind(host, s.api_key is not None)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if s.api_key is None:
-        console.print("[yellow]no CURATE_API_KEY: mutating endpoints are open to local processes[/]")
+        console.print("[yellow]no CURATE_API_KEY: unless `curate keys` made keys, the API is open to local "
+                      "processes (keyless loopback mode)[/]")
     # open the store here, so a held file is one clear error line (not a startup traceback from uvicorn)
     with Store.open(s) as store:
         console.print(f"curate serve: http://{host}:{port}  (docs /docs, ML backend /ml, DB {s.db})")
-        uvicorn.run(create_app(s, store), host=host, port=port, log_level=log_level,
+        uvicorn.run(create_app(s, store, bind=(host, port)), host=host, port=port, log_level=log_level,
                     access_log=log_level == "debug")
 
 
