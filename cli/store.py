@@ -1,5 +1,6 @@
 """Commands for the store: ingest, datasets, quarantine, sql, snapshot, export."""
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -178,17 +179,43 @@ def snapshot(
 @handle_errors
 def export(
     dataset: DatasetOption,
-    output: Annotated[Path, typer.Option("--out", "-o", help="file.parquet, file.csv, or a folder (HF datasets)")],
-    fmt: Annotated[str | None, typer.Option("--format", help="parquet|csv|hf (default: from --out)")] = None,
+    output: Annotated[Path, typer.Option("--out", "-o", help="file.parquet, file.csv, or a folder (HF datasets, "
+                                                              "chat-jsonl, alpaca)")],
+    fmt: Annotated[str | None, typer.Option("--format", help="parquet|csv|hf|chat-jsonl|alpaca (default: from "
+                                                          "--out)")] = None,
+    min_quality: Annotated[float | None, typer.Option(help="instruction: weak P(keep) needed without a gold label "
+                                                           "(default 0.5; 0 also keeps unlabeled records)")] = None,
+    min_confidence: Annotated[float | None, typer.Option(help="classification + --template: weak confidence "
+                                                              "needed without a gold label (default 0.9)")] = None,
+    template: Annotated[str | None, typer.Option(help="classification as instructions: the user turn, e.g. "
+                                                      "'Classify this comment as {labels}.\\n\\n{text}' (\\n, \\t "
+                                                      "are read as escapes; {{ }} are literal braces)")] = None,
+    allow_contamination: Annotated[bool, typer.Option(help="also export records the latest contamination check "
+                                                           "flagged")] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Export a dataset with its labels and splits to Parquet, CSV or a HF datasets folder."""
+    """Export a dataset with its labels and splits to Parquet, CSV or a HF datasets folder; or for fine-tuning
+    tools (chat-jsonl, alpaca, hf): train/val/test files of the kept records plus manifest.json."""
+    from curation.versions import ExportOptions
     from curation.versions import export as run
 
+    if template is not None:
+        template = re.sub(r"\\([\\nt])", lambda m: {"n": "\n", "t": "\t"}.get(m[1], m[1]), template)
+    options = ExportOptions(min_quality, min_confidence, template, allow_contamination)
     with open_store(db) as store:
-        result = run(store, dataset, output, fmt)
-    emit(result, as_json, lambda r: kv_table(r, "export"))
+        result = run(store, dataset, output, fmt, options)
+    emit(result, as_json, _render_export)
+
+
+def _render_export(r: dict) -> None:
+    if r.get("kind") != "instruction-export":
+        kv_table(r, "export")
+        return
+    kv_table({k: r[k] for k in ("dataset", "path", "format", "rows", "sha256", "version_id")}, "export")
+    for split, c in r["counts"].items():
+        dropped = ", ".join(f"{k}={v}" for k, v in c["dropped"].items()) or "none"
+        out.print(f"{split}: kept {c['kept']}, dropped {dropped}")
 
 
 @handle_errors

@@ -51,3 +51,16 @@ def test_exports_round_trip(store, tmp_path):
     kinds = {k for (k,) in store.query("SELECT kind FROM versions")}
     assert kinds == {"export"}
     assert json.loads(store.one("SELECT manifest FROM versions LIMIT 1"))["rows"] == 2
+
+
+def test_export_formats_for_fine_tuning_dispatch(store, tmp_path):
+    from curation.versions import EXPORT_FORMATS, ExportOptions
+
+    assert {"chat-jsonl", "alpaca", "hf"} <= set(EXPORT_FORMATS)
+    make_dataset(store, "d", ["a", "b"], ["ham", "spam"])
+    with pytest.raises(InputError, match="apply to chat-jsonl, alpaca and hf"):
+        export(store, "d", tmp_path / "d.parquet", options=ExportOptions(template="{text}"))
+    with pytest.raises(InputError, match="unknown export format 'jsonl'"):
+        export(store, "d", tmp_path / "x", "jsonl")
+    # a classification dataset's folder without a template stays the plain HF export of every column
+    assert datasets.load_from_disk(export(store, "d", tmp_path / "hf")["path"])["text"] == ["a", "b"]
