@@ -68,6 +68,10 @@ def register(app: typer.Typer) -> None:
                                                         "metadata field (e.g. split) and only check it")] = None,
         shingle: Annotated[str, typer.Option(help="char | word")] = "char",
         k: Annotated[int | None, typer.Option("-k", help="shingle size (default char 5, word 1)")] = None,
+        template_aware: Annotated[bool | None, typer.Option(
+            "--template-aware/--no-template-aware", help="drop template text (word n-grams in many records) "
+            "before comparing, and join a passage contained in a longer text (default: on for instruction "
+            "datasets, off for classification)", show_default=False)] = None,
         db: DbOption = None,
         as_json: JsonOption = False,
         no_progress: NoProgressOption = False,
@@ -84,7 +88,7 @@ def register(app: typer.Typer) -> None:
         with open_store(db) as store, progress_bar("split", _STAGES, not (as_json or no_progress)) as bar:
             rep = make_split(store, dataset, ratios, group_by=group_by, near_dup_threshold=near_dup_threshold,
                              seed=seed, from_column=from_column, shingle=shingle, k=k,
-                             progress=lambda stage: bar.advance())
+                             template_aware=template_aware, progress=lambda stage: bar.advance())
         if as_json:
             emit(rep, True)
             return

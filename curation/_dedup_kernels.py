@@ -171,3 +171,24 @@ def _run_pairs(packed, mask, max_bucket, out, count_only):
         i = j
     return c
 
+
+
+@njit(cache=True, parallel=True)
+def intersect_sorted(vals, offs, a, b):
+    """|A & B| of sorted distinct sets a[p] and b[p] (indexes of segments of `vals`), one per pair."""
+    out = np.empty(len(a), dtype=np.int64)
+    for p in prange(len(a)):
+        i, ie = offs[a[p]], offs[a[p] + 1]
+        j, je = offs[b[p]], offs[b[p] + 1]
+        inter = 0
+        while i < ie and j < je:
+            if vals[i] == vals[j]:
+                inter += 1
+                i += 1
+                j += 1
+            elif vals[i] < vals[j]:
+                i += 1
+            else:
+                j += 1
+        out[p] = inter
+    return out

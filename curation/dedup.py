@@ -55,6 +55,15 @@ class DedupConfig:
     rows: int | None = None
     max_bucket: int = 100         # an LSH bucket larger than this is paired within a sliding window of this size
     seed: int = 1
+    # template-aware mode (instruction prompts): word n-grams in many records are template text, dropped before
+    # shingling, so similarity is over content; plus a containment edge for a passage inside a longer prompt
+    template_aware: bool = False
+    template_ngram: int = 3         # word n-grams that detect template text
+    template_min_df: int = 50       # a template n-gram is in >= max(template_min_df, template_df * texts) texts
+    template_df: float = 0.01
+    containment: float | None = 0.8   # |A & B| / min(|A|, |B|) of content shingles that makes an edge (None: off)
+    min_content: int = 50           # content shingles the smaller text needs for a containment edge
+    anchors: int = 8                # bottom-k shingles per text that look for containing texts
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -71,6 +80,15 @@ class DedupConfig:
             raise InputError(f"bands={self.bands}, rows={self.rows}: both must be >= 1")
         if self.max_bucket < 2:
             raise InputError(f"max_bucket {self.max_bucket}: use >= 2")
+        if not 1 <= self.template_ngram <= 8:
+            raise InputError(f"template_ngram {self.template_ngram}: use 1..8 words")
+        if not 0.0 < self.template_df <= 1.0 or self.template_min_df < 2:
+            raise InputError(f"template_df {self.template_df}, template_min_df {self.template_min_df}: use a share "
+                             "in (0, 1] and a count >= 2")
+        if self.containment is not None and not 0.0 < self.containment <= 1.0:
+            raise InputError(f"containment {self.containment}: use a share in (0, 1] or None")
+        if self.min_content < 1 or self.anchors < 1:
+            raise InputError(f"min_content {self.min_content}, anchors {self.anchors}: both must be >= 1")
 
     @property
     def shingle_size(self) -> int:
@@ -83,8 +101,18 @@ class DedupConfig:
 
     def as_dict(self) -> dict:
         bands, rows = self.banding()
-        return {"threshold": self.threshold, "shingle": self.shingle, "k": self.shingle_size, "bands": bands,
-                "rows": rows, "num_perm": bands * rows, "max_bucket": self.max_bucket, "seed": self.seed}
+        out = {"threshold": self.threshold, "shingle": self.shingle, "k": self.shingle_size, "bands": bands,
+               "rows": rows, "num_perm": bands * rows, "max_bucket": self.max_bucket, "seed": self.seed}
+        if self.template_aware:
+            out |= {"template_aware": True, "template_ngram": self.template_ngram,
+                    "template_min_df": self.template_min_df, "template_df": self.template_df,
+                    "containment": self.containment, "min_content": self.min_content, "anchors": self.anchors}
+        return out
+
+
+def prompt_config(threshold: float = 0.7, **kw) -> DedupConfig:
+    """The template-aware setting used for instruction prompts (`make_split` of an instruction dataset)."""
+    return DedupConfig(threshold=threshold, template_aware=True, **kw)
 
 
 @dataclass
@@ -474,6 +502,173 @@ def jaccard(tok: np.ndarray, offsets: np.ndarray, pairs: np.ndarray) -> np.ndarr
     return np.divide(inter, union, out=np.ones_like(inter), where=union > 0)  # two empty sets: identical
 
 
+# -- template-aware content (instruction prompts) ------------------------------------------------------
+def _words(norm: pl.Series) -> tuple[pl.DataFrame, np.ndarray]:
+    """The words of normalised texts in order (doc, w) and the word count of each text."""
+    words = pl.DataFrame({"w": norm.fill_null("").str.split(" ")}).with_row_index("doc").explode("w").filter(
+        pl.col("w").is_not_null() & (pl.col("w") != ""))
+    lens = (np.bincount(words["doc"].to_numpy(), minlength=len(norm)) if words.height
+            else np.zeros(len(norm), dtype=np.int64))
+    return words, lens
+
+
+def document_frequency(tok: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct shingle hashes sorted, the number of documents holding each)."""
+    doc = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
+    pairs = np.unique(np.stack([tok, doc.astype(np.uint64)], axis=1), axis=0) if len(tok) else np.empty((0, 2),
+                                                                                                       np.uint64)
+    vals, df = np.unique(pairs[:, 0], return_counts=True)
+    return vals, df
+
+
+def template_threshold(n_texts: int, config: DedupConfig) -> int:
+    """Documents a word n-gram must appear in to count as template text: max(min_df, df share * texts)."""
+    return max(config.template_min_df, math.ceil(config.template_df * n_texts))
+
+
+def strip_templates(norm: pl.Series, config: DedupConfig) -> tuple[pl.Series, dict]:
+    """The content of already normalised texts: the words not covered by a template n-gram (a word n-gram in at
+    least `template_threshold` texts), in order. A text shorter than n words is one n-gram (all template or all
+    content). Returns (content texts, stats)."""
+    n = config.template_ngram
+    words, lens = _words(norm)
+    codes = words["w"].hash(seed=0x5EED).to_numpy().astype(np.uint64)
+    tok, offsets = _kgrams(codes, lens, n)
+    thr = template_threshold(len(norm), config)
+    vals, df = document_frequency(tok, offsets)
+    tmpl = np.sort(vals[df >= thr])
+    stats = {"template_threshold": thr, "template_ngrams": len(tmpl)}
+    if not len(tmpl):
+        return norm, stats | {"template_words": 0, "texts_without_content": int((lens == 0).sum())}
+    pos = np.searchsorted(tmpl, tok)
+    hit = tmpl[np.minimum(pos, len(tmpl) - 1)] == tok
+    # gram q of doc i starts at word starts[i] + (q - offsets[i]) and spans min(n, lens[i]) words
+    starts = np.cumsum(lens) - lens
+    doc_of = np.repeat(np.arange(len(lens), dtype=np.int64), np.diff(offsets))
+    gstart = starts[doc_of] + (np.arange(len(tok), dtype=np.int64) - offsets[doc_of])
+    span = np.minimum(n, lens[doc_of])
+    diff = np.zeros(len(codes) + 1, dtype=np.int64)
+    np.add.at(diff, gstart[hit], 1)
+    np.add.at(diff, gstart[hit] + span[hit], -1)
+    covered = np.cumsum(diff[:-1]) > 0
+    covered |= _edge_templates(words, lens, n - 1, thr)
+    kept = words.filter(pl.Series(~covered)).group_by("doc", maintain_order=True).agg(pl.col("w").str.join(" "))
+    content = pl.DataFrame({"doc": np.arange(len(norm), dtype=np.uint32)}).join(
+        kept.with_columns(pl.col("doc").cast(pl.UInt32)), on="doc", how="left").sort("doc")["w"].fill_null("")
+    stats |= {"template_words": int(covered.sum()), "texts_without_content": int((content == "").sum())}
+    return content.alias("content"), stats
+
+
+def _edge_templates(words: pl.DataFrame, lens: np.ndarray, k_max: int, thr: int) -> np.ndarray:
+    """Words of a text's first or last k (< n) words where that prefix or suffix starts or ends at least `thr`
+    texts: short template text at the edges ("Comment: {x}") that no n-gram covers."""
+    covered = np.zeros(words.height, dtype=bool)
+    if k_max < 1 or not words.height:
+        return covered
+    starts = np.cumsum(lens) - lens
+    doc = words["doc"].to_numpy().astype(np.int64)
+    pos = np.arange(words.height, dtype=np.int64) - starts[doc]
+    rpos = lens[doc] - 1 - pos
+    w = words.with_columns(pl.Series("pos", pos), pl.Series("rpos", rpos))
+    for k in range(1, k_max + 1):
+        for col in ("pos", "rpos"):
+            part = w.filter((pl.col(col) < k) & (pl.col("doc").cast(pl.Int64).map_batches(
+                lambda d: pl.Series(lens[d.to_numpy()])) > k))
+            keys = part.group_by("doc", maintain_order=True).agg(pl.col("w").str.join(" ").alias("key"))
+            common = keys.group_by("key").len().filter(pl.col("len") >= thr)["key"]
+            if not len(common):
+                continue
+            docs = keys.filter(pl.col("key").is_in(common.implode()))["doc"].to_numpy().astype(np.int64)
+            hit = np.isin(doc, docs) & (w[col].to_numpy() < k)
+            covered |= hit
+    return covered
+
+
+def containment_candidates(tok: np.ndarray, offsets: np.ndarray, *, anchors: int = 8, max_df: int = 100,
+                           min_size: int = 1) -> np.ndarray:
+    """Pairs (a < b) where one text may contain much of the other: each text (of >= `min_size` distinct
+    shingles) takes its `anchors` smallest shingle hashes among those held by 2..`max_df` texts (a bottom-k
+    sample) and pairs with every text holding one. A text whose shingles are a share c inside another misses
+    it only when no anchor is shared: about (1 - c)^anchors."""
+    n = len(offsets) - 1
+    doc = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
+    order = np.lexsort((doc, tok))
+    t, d = tok[order], doc[order]
+    if not len(t):
+        return np.empty((0, 2), dtype=np.int64)
+    keep = np.ones(len(t), dtype=bool)
+    keep[1:] = (t[1:] != t[:-1]) | (d[1:] != d[:-1])
+    t, d = t[keep], d[keep]
+    new = np.ones(len(t), dtype=bool)
+    new[1:] = t[1:] != t[:-1]
+    run = np.cumsum(new) - 1
+    run_start = np.flatnonzero(new)
+    df = np.diff(np.append(run_start, len(t)))
+    size = np.bincount(d, minlength=n)
+    ok = (df[run] >= 2) & (df[run] <= max_df) & (size[d] >= min_size)
+    at, ad, arun = t[ok], d[ok], run[ok]
+    o = np.lexsort((at, ad))
+    ad, arun = ad[o], arun[o]
+    first = np.ones(len(ad), dtype=bool)
+    first[1:] = ad[1:] != ad[:-1]
+    rank = np.arange(len(ad)) - np.maximum.accumulate(np.where(first, np.arange(len(ad)), 0))
+    sel = rank < anchors
+    ad, arun = ad[sel], arun[sel]
+    cnt = df[arun]
+    if not len(cnt):
+        return np.empty((0, 2), dtype=np.int64)
+    idx = np.repeat(run_start[arun], cnt) + (np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt))
+    a, b = np.repeat(ad, cnt), d[idx]
+    m = a != b
+    lo, hi = np.minimum(a[m], b[m]), np.maximum(a[m], b[m])
+    flat = np.unique(lo * n + hi)
+    return np.stack([flat // n, flat % n], axis=1)
+
+
+def set_overlaps(tok: np.ndarray, offsets: np.ndarray, pairs: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(|A & B|, |A|, |B|) of the distinct shingle sets of each pair (int64 arrays, one value per pair)."""
+    from scipy.sparse import csr_matrix
+
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if len(pairs) == 0:
+        z = np.empty(0, dtype=np.int64)
+        return z, z, z
+    docs, inv = np.unique(pairs, return_inverse=True)
+    inv = inv.reshape(-1, 2)
+    kern = _kernels()
+    if kern is not None:
+        vals, offs = kern.sorted_sets(tok, offsets.astype(np.int64), docs)
+        size = np.diff(offs)
+        inter = kern.intersect_sorted(vals, offs, inv[:, 0].copy(), inv[:, 1].copy())
+        return inter, size[inv[:, 0]], size[inv[:, 1]]
+    sub_tok, sub_off = _gather(tok, offsets, docs)
+    uniq, col = np.unique(sub_tok, return_inverse=True)
+    x = csr_matrix((np.ones(len(col), dtype=np.float32), col.astype(np.int64), sub_off),
+                   shape=(len(docs), max(1, len(uniq))))
+    x.sum_duplicates()
+    x.data[:] = 1.0
+    size = np.diff(x.indptr).astype(np.int64)
+    inter = np.empty(len(pairs), dtype=np.int64)
+    step = _PAIR_CHUNK * 4
+    for lo in range(0, len(pairs), step):
+        a, b = inv[lo:lo + step, 0], inv[lo:lo + step, 1]
+        inter[lo:lo + len(a)] = np.rint(np.asarray(x[a].multiply(x[b]).sum(axis=1)).ravel()).astype(np.int64)
+    return inter, size[inv[:, 0]], size[inv[:, 1]]
+
+
+def contained_pairs(tok: np.ndarray, offsets: np.ndarray, config: DedupConfig) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Pairs whose content shingles overlap by >= `config.containment` of the smaller set, which has at least
+    `config.min_content` shingles: (pairs, containment, stats)."""
+    cand = containment_candidates(tok, offsets, anchors=config.anchors, max_df=config.max_bucket,
+                                  min_size=config.min_content)
+    inter, sa, sb = set_overlaps(tok, offsets, cand)
+    small = np.minimum(sa, sb)
+    cont = np.divide(inter, small, out=np.zeros(len(inter)), where=small > 0)
+    ok = (small >= config.min_content) & (cont >= config.containment - 1e-12)
+    return cand[ok], cont[ok], {"containment_candidates": len(cand), "contained_pairs": int(ok.sum())}
+
+
 # -- components -----------------------------------------------------------------------------------------
 def connected_components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Component of each of n nodes under the undirected edges (a[i], b[i]); the id is the smallest node
@@ -526,7 +721,11 @@ def find_duplicates(texts: pl.Series | Sequence[str], groups: pl.Series | Sequen
     if near and reps.height >= 2:
         bands, rws = config.banding()
         t, c = time.perf_counter(), time.process_time()
-        tok, offsets = shingle_hashes(reps["norm"], config.shingle, config.shingle_size)
+        texts_for_shingles = reps["norm"]
+        if config.template_aware:
+            texts_for_shingles, tstats = strip_templates(reps["norm"], config)
+            stats.update(tstats)
+        tok, offsets = shingle_hashes(texts_for_shingles, config.shingle, config.shingle_size)
         timings["shingle_s"] = time.perf_counter() - t
         cpu["shingle_s"] = time.process_time() - c
         step("shingle")
@@ -553,6 +752,18 @@ def find_duplicates(texts: pl.Series | Sequence[str], groups: pl.Series | Sequen
         if len(near_pairs):
             edges.append(pl.DataFrame({"a": rep_rows[near_pairs[:, 0]], "b": rep_rows[near_pairs[:, 1]],
                                        "kind": "near", "similarity": sim}))
+        if config.template_aware and config.containment is not None:
+            cpairs, cont, cstats = contained_pairs(tok, offsets, config)
+            if len(near_pairs) and len(cpairs):   # pairs already joined by Jaccard keep that edge
+                m = len(reps)
+                cpairs_key = cpairs[:, 0] * m + cpairs[:, 1]
+                new = ~np.isin(cpairs_key, near_pairs[:, 0] * m + near_pairs[:, 1])
+                cpairs, cont = cpairs[new], cont[new]
+            cstats["contained_pairs"] = len(cpairs)
+            stats.update(cstats)
+            if len(cpairs):
+                edges.append(pl.DataFrame({"a": rep_rows[cpairs[:, 0]], "b": rep_rows[cpairs[:, 1]],
+                                           "kind": "contained", "similarity": cont}))
         timings["verify_s"] = time.perf_counter() - t
         cpu["verify_s"] = time.process_time() - c
         step("verify")

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import polars as pl
 
-from curation.dedup import DedupConfig, Duplicates, find_duplicates
+from curation.dedup import DedupConfig, Duplicates, find_duplicates, prompt_config
 from curation.errors import InputError, LeakageError, NotFound
 from curation.store import Store, now
 
@@ -296,7 +296,7 @@ def _reasons(dups: Duplicates, n: int) -> list[str]:
         for comp, kind in pl.DataFrame({"c": dups.component[dups.pairs["a"].to_numpy()],
                                         "k": dups.pairs["kind"]}).unique().iter_rows():
             kinds.setdefault(int(comp), set()).add(kind)
-    order = {"exact": 0, "near": 1, "group": 2}
+    order = {"exact": 0, "near": 1, "contained": 2, "group": 3}
     out = []
     for c in dups.component:
         size = sizes[c]
@@ -325,6 +325,16 @@ def _compute(store: Store, dataset: str, *, group_by: str | None, config: DedupC
             "weak_model": model}
 
 
+def _is_instruction(store: Store, dataset: str) -> bool:
+    return store.one("SELECT task FROM store.datasets WHERE name = ?", [dataset]) == "instruction"
+
+
+def _config(threshold: float, shingle: str, k: int | None, template_aware: bool) -> DedupConfig:
+    if template_aware:
+        return prompt_config(threshold, shingle=shingle, k=k, seed=1)
+    return DedupConfig(threshold=threshold, shingle=shingle, k=k, seed=1)
+
+
 def _strata(base: pl.DataFrame) -> list[str | None]:
     return base.select(pl.coalesce("gold", "weak"))[:, 0].to_list()
 
@@ -348,15 +358,21 @@ def _augmented_rows(aug: pl.DataFrame, parent_split: dict[int, str], parent_comp
 def make_split(store: Store, dataset: str, ratios: str | Sequence[float] | dict = (0.8, 0.1, 0.1), *,
                group_by: str | None = None, near_dup_threshold: float = 0.7, seed: int = 0,
                from_column: str | None = None, shingle: str = "char", k: int | None = None,
-               progress: Callable[[str], None] | None = None) -> dict:
+               template_aware: bool | None = None, progress: Callable[[str], None] | None = None) -> dict:
     """Make a new current split set of `dataset` and return its report.
 
     Computed (default): whole duplicate components (exact, near at `near_dup_threshold`, and `group_by`) go to
     one split, stratified by label (gold, else the newest weak label, else unlabeled), reproducibly for a seed.
     `from_column`: the split given by a metadata field (e.g. 'split'; 'valid'/'validation'/'dev' mean val) is
     stored as it is and only checked: records of components that cross splits get `leaks = true`, and the
-    report names the test records with no duplicate in train (the leakage-free test subset)."""
-    config = DedupConfig(threshold=near_dup_threshold, shingle=shingle, k=k, seed=1)
+    report names the test records with no duplicate in train (the leakage-free test subset).
+
+    Instruction datasets are split on their prompts (the record text) with the template-aware setting
+    (`curation.dedup.prompt_config`: template n-grams dropped, containment edges) unless `template_aware` is
+    False; classification datasets use it only when `template_aware` is True."""
+    if template_aware is None:
+        template_aware = _is_instruction(store, dataset)
+    config = _config(near_dup_threshold, shingle, k, template_aware)
     ratio_map = parse_ratios(ratios) if from_column is None else None
     c = _compute(store, dataset, group_by=group_by, config=config, from_column=from_column, progress=progress)
     base, dups, ids = c["base"], c["dups"], c["ids"]
@@ -387,7 +403,7 @@ def make_split(store: Store, dataset: str, ratios: str | Sequence[float] | dict 
         d[key] = d.get(key, 0) + 1
     params = {"ratios": ratio_map, "group_by": group_by, "near_dup_threshold": near_dup_threshold, "seed": seed,
               "from_column": from_column, "shingle": shingle, "k": config.shingle_size,
-              "weak_model_id": c["weak_model"]}
+              "weak_model_id": c["weak_model"], "template_aware": template_aware}
     stats = {k_: v for k_, v in dups.stats.items() if k_ not in ("timings", "cpu_timings")}
     with store.transaction() as cur:
         nth = cur.execute("SELECT count(*) FROM store.split_sets WHERE dataset = ?", [dataset]).fetchall()[0][0]
@@ -437,8 +453,8 @@ def check_split(store: Store, dataset: str, *, split_id: str | None = None,
     if not row:
         raise NotFound(f"no split set {sid!r} for dataset {dataset!r}")
     params = json.loads(row[0][0])
-    config = DedupConfig(threshold=params.get("near_dup_threshold", 0.7), shingle=params.get("shingle", "char"),
-                         k=params.get("k"), seed=1)
+    config = _config(params.get("near_dup_threshold", 0.7), params.get("shingle", "char"), params.get("k"),
+                     bool(params.get("template_aware", False)))
     c = _compute(store, dataset, group_by=params.get("group_by"), config=config, from_column=None,
                  progress=progress)
     base, dups, ids = c["base"], c["dups"], c["ids"]
