@@ -8,9 +8,17 @@ Snorkel/WRENCH's hash rule, and every test row counts. The end model is the prod
 all-MiniLM-L6-v2 on the label model's probabilities (soft targets), early-stopped on val. The published split
 leaks (test rows with a duplicate in train), so every figure is also given on the leakage-free test subset.
 Writes docs/results/weak_supervision.json and docs/experiment_weak_supervision.png.
+
+    python -m experiments.weak_supervision --model-choice     # label models only, ~1 min on 2 cores
+
+`--model-choice` measures `curate label --model auto` (issue 13): every candidate on the Psy + KatyPerry gold rows
+(the measured fault) and on WRENCH YouTube (chosen on val gold, judged on test), and the all-abstain policies
+through a quick end model (TF-IDF + logistic regression on the train rows' stored weak labels, WRENCH test).
+Writes docs/results/label_model_choice.json.
 """
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -108,5 +116,89 @@ def _plot(rows: list[tuple[str, float, float]]):
     return save_figure(fig, DOCS / "experiment_weak_supervision.png")
 
 
+def model_choice(seeds: tuple[int, ...] = (0, 1, 2)) -> dict:
+    """Every candidate's score where `curate label --model auto` chooses, and the all-abstain policies."""
+    import tempfile
+    from pathlib import Path
+
+    from curation.ingest import FieldMap, ingest
+    from curation.splits import make_split
+    from curation.store import Store
+    from labeling.weak import ABSTAIN_POLICIES, apply_lfs, fit_label_model
+
+    root = Path(__file__).resolve().parent.parent
+    raw, lfs = root / "data" / "youtube-spam" / "raw", root / "examples" / "youtube_lfs.py"
+    out: dict = {"seeds": list(seeds)}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store.open(db=Path(tmp) / "psy.duckdb")
+        ingest(store, raw / "Youtube01-Psy.csv", "yt", fields=FieldMap(id="COMMENT_ID", text="CONTENT",
+                                                                      label="CLASS"), labels=LABELS)
+        ingest(store, raw / "Youtube02-KatyPerry.csv", "yt", fields=FieldMap(id="COMMENT_ID", text="CONTENT",
+                                                                           exclude=("CLASS",)), labels=LABELS)
+        apply_lfs(store, "yt", lfs)
+        r = fit_label_model(store, "yt", seeds=seeds)
+        out["psy_katyperry"] = {"chosen": r["selection"]["chosen"], "accuracy": r["metrics"]["all"]["accuracy"],
+                                "candidates": {c["name"]: {m: c.get(m) for m in ("accuracy", "macro_f1")}
+                                               for c in r["selection"]["candidates"]}}
+        store.close()
+
+        store = Store.open(db=Path(tmp) / "wrench.duckdb")
+        ingest(store, WRENCH, DATASET, fields=FieldMap(id="id", label="label"), labels=LABELS)
+        make_split(store, DATASET, from_column="split")
+        texts = store.frame(f"SELECT record_id, text FROM store.records WHERE dataset = '{DATASET}' "
+                            "ORDER BY record_id")
+        for votes, lf_set in (("wrench_votes", import_votes(store, WRENCH, DATASET)["lf_set_id"]),
+                              ("our_lfs", apply_lfs(store, DATASET, lfs)["lf_set_id"])):
+            r = fit_label_model(store, DATASET, lf_set_id=lf_set, seeds=seeds)
+            mat = load_matrix(store, DATASET, lf_set)
+            L, gold, split = mat["L"].astype(np.int64), mat["gold"], np.asarray(mat["split"], dtype=object)
+            test = {}
+            for c in lm.default_candidates(seeds, lm.gold_balance(gold[split == "val"], len(LABELS))):
+                model = lm.get_label_model(c["kind"], **c["params"]).fit(L[split == "train"], 2, seed=c["seed"])
+                pred = lm.probs_to_labels(model.predict_proba(L[split == "test"]), "hash")
+                test[c["name"]] = lm.accuracy(pred, gold[split == "test"])
+            out[f"wrench_{votes}"] = {
+                "chosen": r["selection"]["chosen"], "test": r["metrics"]["test"]["accuracy"],
+                "candidates": {c["name"]: {"val": c.get("accuracy"), "val_macro_f1": c.get("macro_f1"),
+                                           "test": test.get(c["name"])} for c in r["selection"]["candidates"]}}
+            out[f"wrench_{votes}"]["abstain_policies"] = _abstain_study(store, r["kind"], lf_set, texts, split,
+                                                                        gold, r["selection"], ABSTAIN_POLICIES)
+        store.close()
+    print(json.dumps(out, indent=1))
+    write_results("label_model_choice", out)
+    return out
+
+
+def _abstain_study(store, kind, lf_set, texts, split, gold, selection, policies) -> dict:
+    """TF-IDF + logistic regression on the train rows' stored weak labels, per all-abstain policy: WRENCH test
+    accuracy (the fast stand-in for the end model; the LoRA end model is `main`)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from labeling.weak import fit_label_model
+
+    chosen = next(c for c in selection["candidates"] if c["chosen"])
+    params = {"class_balance": chosen["class_balance"]} if chosen.get("class_balance") else None
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True)
+    X = vec.fit_transform(texts["text"].to_list())
+    res = {}
+    for policy in policies:
+        r = fit_label_model(store, DATASET, kind, lf_set_id=lf_set, abstain_policy=policy, seed=chosen["seed"],
+                            params=params)
+        w = store.frame("SELECT label FROM store.weak_labels WHERE model_id = ? ORDER BY record_id",
+                        [r["model_id"]])["label"].to_list()
+        y = np.asarray([LABELS.index(x) if x is not None else -1 for x in w])
+        tr = (split == "train") & (y != -1)
+        clf = LogisticRegression(max_iter=2000, C=10.0).fit(X[tr], y[tr])
+        te = split == "test"
+        res[policy] = {"train_rows": int(tr.sum()), "test": lm.accuracy(clf.predict(X[te]), gold[te])}
+    return res
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if "--model-choice" in sys.argv:
+        model_choice()
+    else:
+        main()
