@@ -90,6 +90,7 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("POST", "/datasets/{name}/splits"): "engineer",
     ("GET", "/datasets/{name}/splits/check"): "read",
     ("POST", "/datasets/{name}/augment"): "engineer",
+    ("POST", "/datasets/{name}/export"): "engineer",
     # runs, predictions, selections, rounds
     ("GET", "/runs"): "read",
     ("POST", "/runs"): "trainer",

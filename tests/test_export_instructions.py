@@ -292,3 +292,6 @@ def test_api_export_route(store, inst):
         assert client.post("/datasets/nope/export", json={"name": "x"}).status_code == 404
         r = client.post("/datasets/inst/export", json={"name": "y", "template": "{text}"})
         assert r.status_code == 400 and "classification" in r.text
+        from api.security import ROUTE_ROLES
+
+        assert ROUTE_ROLES[("POST", "/datasets/{name}/export")] == "engineer"   # writes files on the server
