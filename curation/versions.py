@@ -405,6 +405,9 @@ def export_instructions(store: Store, dataset: str, out: str | Path, fmt: str = 
             dropped[split][r["reason"]] += 1
             continue
         if task == "instruction":
+            if r["messages"] is None:
+                raise InputError(f"record {r['record_id']} of instruction dataset {dataset!r} has no messages; "
+                                 "re-ingest it with `curate ingest --task instruction`")
             messages = clean_messages(r["messages"])
         else:
             meta = json.loads(r["meta"]) if r["meta"] else {}
