@@ -2,11 +2,14 @@
 
 Ours: read, field mapping, every contract rule, quarantine, normalised-text hash, one transaction.
 Baseline: `CREATE TABLE t AS SELECT * FROM read_csv(...)` / `read_parquet(...)` into a fresh DuckDB file.
-Goal: the checked ingest costs at most 2x the bare load.
+Goal: the checked ingest costs at most 2x the bare load. Each figure is printed beside the baseline measured in
+the same run, as wall-clock and as CPU time of the process (all threads): on a shared machine the CPU ratio is the
+steadier of the two. With --repeat N each side is run N times, alternating, and the fastest run of each counts.
 """
 
 import argparse
 import shutil
+import time
 
 import duckdb
 
@@ -15,11 +18,34 @@ from curation.ingest import FieldMap, ingest
 from curation.settings import Settings
 from curation.store import Store
 
+GOAL = 2.0
+
+
+def _bare(path, reader: str, db) -> tuple[float, float]:
+    con = duckdb.connect(str(db))
+    cpu = time.process_time()
+    with timer() as t:
+        con.execute(f"CREATE TABLE t AS SELECT * FROM {reader}('{path}')")
+    cpu = time.process_time() - cpu
+    con.close()
+    return t["s"], cpu
+
+
+def _ours(path, db, fields: FieldMap, n: int) -> tuple[float, float]:
+    with Store.open(Settings(db=db)) as store:
+        cpu = time.process_time()
+        with timer() as t:
+            r = ingest(store, path, "bench", fields=fields, labels=["ham", "spam"])
+        cpu = time.process_time() - cpu
+    assert r.accepted == n, r
+    return t["s"], cpu
+
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--quick", action="store_true", help="100k rows")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each side; the fastest counts")
     args = ap.parse_args(argv)
     n = 100_000 if args.quick else args.rows
     work = WORK / "ingest"
@@ -29,20 +55,27 @@ def main(argv: list[str] | None = None) -> dict:
     df.write_csv(work / "in.csv")
     df.write_parquet(work / "in.parquet")
     fields = FieldMap(text="CONTENT", label="CLASS", id="COMMENT_ID", group="AUTHOR")
-    figures = {"rows": n}
-    print(f"ingest benchmark: {n:,} YouTube comments (sampled), 2 formats")
+    figures = {"rows": n, "goal_ratio": GOAL, "repeat": args.repeat}
+    print(f"ingest benchmark: {n:,} YouTube comments (sampled), 2 formats, goal: checked ingest ≤ {GOAL:g}× the "
+          f"bare load (best of {args.repeat})")
     for fmt, reader in (("csv", "read_csv"), ("parquet", "read_parquet")):
         path = work / f"in.{fmt}"
-        con = duckdb.connect(str(work / f"bare-{fmt}.duckdb"))
-        with timer() as base:
-            con.execute(f"CREATE TABLE t AS SELECT * FROM {reader}('{path}')")
-        con.close()
-        with Store.open(Settings(db=work / f"ours-{fmt}.duckdb")) as store, timer() as ours:
-            r = ingest(store, path, "bench", fields=fields, labels=["ham", "spam"])
-        assert r.accepted == n, r
-        print(ratio_line(f"{fmt}: checked ingest", ours["s"], base["s"], n, f"bare {reader}"))
-        figures[fmt] = {"ours_s": ours["s"], "bare_s": base["s"], "cost_ratio": ours["s"] / base["s"],
-                        "ours_rows_per_s": n / ours["s"], "bare_rows_per_s": n / base["s"]}
+        bare, ours = [], []
+        for k in range(args.repeat):
+            for f in work.glob("*.duckdb*"):
+                f.unlink()
+            bare.append(_bare(path, reader, work / f"bare-{fmt}-{k}.duckdb"))
+            ours.append(_ours(path, work / f"ours-{fmt}-{k}.duckdb", fields, n))
+        base_s, base_cpu = min(b[0] for b in bare), min(b[1] for b in bare)
+        ours_s, ours_cpu = min(o[0] for o in ours), min(o[1] for o in ours)
+        ratio, cpu_ratio = ours_s / base_s, ours_cpu / base_cpu
+        print(ratio_line(f"{fmt}: checked ingest", ours_s, base_s, n, f"bare {reader}")
+              + f"   {'meets' if ratio <= GOAL else 'misses'} goal ≤ ×{GOAL:g}")
+        print(f"{'':<34} cpu  {ours_cpu:6.2f} s   bare {base_cpu:6.2f} s   cpu cost ×{cpu_ratio:.2f}   "
+              f"{'meets' if cpu_ratio <= GOAL else 'misses'} goal ≤ ×{GOAL:g}")
+        figures[fmt] = {"ours_s": ours_s, "bare_s": base_s, "cost_ratio": ratio, "ours_cpu_s": ours_cpu,
+                        "bare_cpu_s": base_cpu, "cpu_cost_ratio": cpu_ratio, "goal_ratio": GOAL,
+                        "meets_goal": ratio <= GOAL, "ours_rows_per_s": n / ours_s, "bare_rows_per_s": n / base_s}
     shutil.rmtree(work, ignore_errors=True)
     return figures
 

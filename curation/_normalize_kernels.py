@@ -12,7 +12,7 @@ from numba import njit, prange
 KEEP, DROP, SPACE = 0, 1, 2
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def ascii_normalise(data, offsets, cls, lower, out, out_len):
     """Row i is data[offsets[i]:offsets[i + 1]]. A row with a non-ASCII byte other than U+FEFF's gets
     out_len[i] = -1 (it needs the Unicode path); any other row is normalised into out[offsets[i]:] and out_len[i]
@@ -46,7 +46,7 @@ def ascii_normalise(data, offsets, cls, lower, out, out_len):
         out_len[i] = o - s if simple else -1
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def merge(out, offsets, out_len, slow_data, slow_offsets, slow_row, new_offsets, dest):
     """dest[new_offsets[i]:new_offsets[i + 1]] = the normalised row i: from `out` where out_len[i] >= 0, else row
     slow_row[i] of the slow path's (slow_data, slow_offsets)."""
@@ -54,10 +54,7 @@ def merge(out, offsets, out_len, slow_data, slow_offsets, slow_row, new_offsets,
         d = new_offsets[i]
         if out_len[i] >= 0:
             s = offsets[i]
-            for k in range(out_len[i]):
-                dest[d + k] = out[s + k]
+            dest[d:d + out_len[i]] = out[s:s + out_len[i]]
         else:
             r = slow_row[i]
-            s = slow_offsets[r]
-            for k in range(slow_offsets[r + 1] - s):
-                dest[d + k] = slow_data[s + k]
+            dest[d:new_offsets[i + 1]] = slow_data[slow_offsets[r]:slow_offsets[r + 1]]

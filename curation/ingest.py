@@ -8,8 +8,11 @@ Always `rows_read == accepted + quarantined`.
 Row numbers are 1-based data rows (the CSV header is not counted; a quoted multi-line field is one row).
 """
 
+import contextlib
 import json
 import logging
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -378,54 +381,55 @@ def ingest(store: Store, source: str | Path | Any, dataset: str, *, fields: Fiel
         next_record = first_record
         result.ingest_id = ingest_id
         ids = _SourceIds(cur, dataset, first_record)
-        for i, batch in enumerate(batches):
-            if i == 0 and batch.columns.width and fields.text not in batch.columns.columns:
-                raise InputError(f"{name}: no column {fields.text!r} (columns: {', '.join(batch.columns.columns)}); "
-                                 f"pass --text-field COLUMN")
-            for col, opt in ((fields.label, "--label-field"), (fields.id, "--id-field"), (fields.group, "--group-field")):
-                if i == 0 and col and batch.columns.width and col not in batch.columns.columns:
-                    raise InputError(f"{name}: no column {col!r} for {opt} (columns: "
-                                     f"{', '.join(batch.columns.columns)})")
-            if batch.rejected:
-                write_quarantine(cur, ingest_id, dataset, name, pl.DataFrame(batch.rejected, schema={
-                    "row": pl.Int64, "field": pl.String, "rule": pl.String, "message": pl.String, "raw": pl.String}))
-                result.quarantined += len(batch.rejected)
-                result.rows_read += len(batch.rejected)
-                for r in batch.rejected:
-                    result.quarantined_by_rule[r["rule"]] = result.quarantined_by_rule.get(r["rule"], 0) + 1
-            if batch.columns.height == 0:
-                continue
-            if i == 0 and fields.label and not result.labels:
-                raise InputError(f"{name}: dataset {dataset!r} has no declared labels but the file has a label column "
-                                 f"{fields.label!r}; declare them with --labels a,b,c")
-            df = _mapped(batch, fields).with_columns(*rule_columns(result.labels, max_length))
-            df, dup_msgs = ids.flag(cur, df)
-            ok = df["rule"].is_null()
-            n_good = int(ok.sum())
-            bad = df.filter(~ok) if n_good < df.height else df.clear()
-            if bad.height:
-                if dup_msgs.height:
-                    bad = bad.join(dup_msgs, on="row", how="left")
-                bad = explain(bad, result.labels, max_length)
-                raw = bad.select(pl.struct("text", "label_raw", "source_id", "group", "meta").struct.json_encode())
-                write_quarantine(cur, ingest_id, dataset, name, bad.select("row", "field", "rule", "message")
-                            .with_columns(raw.to_series().alias("raw")))
-                for rule, n in bad.group_by("rule").len().iter_rows():
-                    result.quarantined_by_rule[rule] = result.quarantined_by_rule.get(rule, 0) + n
-            record_id = (pl.when(pl.col("rule").is_null())
-                         .then(pl.col("rule").is_null().cast(pl.Int64).cum_sum() + (next_record - 1))
-                         if bad.height else pl.int_range(next_record, next_record + df.height, dtype=pl.Int64))
-            df = df.with_columns(record_id.alias("record_id"))
-            ids.accepted(df.filter(ok) if bad.height else df)
-            _insert_records(cur, df, bad.height > 0, dataset, ingest_id, name, started)
-            labeled = int(df["label"].is_not_null().sum() if not bad.height else (ok & df["label"].is_not_null()).sum())
-            next_record += n_good
-            result.accepted += n_good
-            result.quarantined += bad.height
-            result.rows_read += df.height
-            result.labeled += labeled
-            if progress:
-                progress(result.rows_read, total)
+        prepared = _prefetch(_prepare(b, fields, result.labels, max_length) for b in batches)
+        with contextlib.closing(prepared):
+            for i, (batch, df, norm) in enumerate(prepared):
+                if i == 0 and batch.columns.width and fields.text not in batch.columns.columns:
+                    raise InputError(f"{name}: no column {fields.text!r} (columns: {', '.join(batch.columns.columns)}); "
+                                     f"pass --text-field COLUMN")
+                for col, opt in ((fields.label, "--label-field"), (fields.id, "--id-field"), (fields.group, "--group-field")):
+                    if i == 0 and col and batch.columns.width and col not in batch.columns.columns:
+                        raise InputError(f"{name}: no column {col!r} for {opt} (columns: "
+                                         f"{', '.join(batch.columns.columns)})")
+                if batch.rejected:
+                    write_quarantine(cur, ingest_id, dataset, name, pl.DataFrame(batch.rejected, schema={
+                        "row": pl.Int64, "field": pl.String, "rule": pl.String, "message": pl.String, "raw": pl.String}))
+                    result.quarantined += len(batch.rejected)
+                    result.rows_read += len(batch.rejected)
+                    for r in batch.rejected:
+                        result.quarantined_by_rule[r["rule"]] = result.quarantined_by_rule.get(r["rule"], 0) + 1
+                if batch.columns.height == 0:
+                    continue
+                if i == 0 and fields.label and not result.labels:
+                    raise InputError(f"{name}: dataset {dataset!r} has no declared labels but the file has a label column "
+                                     f"{fields.label!r}; declare them with --labels a,b,c")
+                df, dup_msgs = ids.flag(cur, df)
+                ok = df["rule"].is_null()
+                n_good = int(ok.sum())
+                bad = df.filter(~ok) if n_good < df.height else df.clear()
+                if bad.height:
+                    if dup_msgs.height:
+                        bad = bad.join(dup_msgs, on="row", how="left")
+                    bad = explain(bad, result.labels, max_length)
+                    raw = bad.select(pl.struct("text", "label_raw", "source_id", "group", "meta").struct.json_encode())
+                    write_quarantine(cur, ingest_id, dataset, name, bad.select("row", "field", "rule", "message")
+                                     .with_columns(raw.to_series().alias("raw")))
+                    for rule, n in bad.group_by("rule").len().iter_rows():
+                        result.quarantined_by_rule[rule] = result.quarantined_by_rule.get(rule, 0) + n
+                record_id = (pl.when(pl.col("rule").is_null())
+                             .then(pl.col("rule").is_null().cast(pl.Int64).cum_sum() + (next_record - 1))
+                             if bad.height else pl.int_range(next_record, next_record + df.height, dtype=pl.Int64))
+                df = df.with_columns(record_id.alias("record_id"))
+                ids.accepted(df.filter(ok) if bad.height else df)
+                _insert_records(cur, df, norm, bad.height > 0, dataset, ingest_id, name, started)
+                labeled = int(df["label"].is_not_null().sum() if not bad.height else (ok & df["label"].is_not_null()).sum())
+                next_record += n_good
+                result.accepted += n_good
+                result.quarantined += bad.height
+                result.rows_read += df.height
+                result.labeled += labeled
+                if progress:
+                    progress(result.rows_read, total)
         if fmt == "csv":
             _fix_csv_rows(cur, ingest_id)
         result.duplicates = _count_duplicates(cur, dataset, first_record)
@@ -438,14 +442,69 @@ def ingest(store: Store, source: str | Path | Any, dataset: str, *, fields: Fiel
     return result
 
 
-def _insert_records(cur: duckdb.DuckDBPyConnection, df: pl.DataFrame, has_bad: bool, dataset: str,
+def _prepare(batch: _Batch, fields: FieldMap, labels: list[str], max_length: int
+             ) -> tuple[_Batch, pl.DataFrame | None, pa.Array | None]:
+    """The work on a batch that needs nothing from the store (mapping, row-local rules, normalised text), so that
+    it runs ahead of the inserts in another thread."""
+    if batch.columns.height == 0:
+        return batch, None, None
+    df = _mapped(batch, fields).with_columns(*rule_columns(labels, max_length))
+    return batch, df, normalise_arrow(df["text"].to_arrow(compat_level=pl.CompatLevel.oldest()))
+
+
+class _Failed:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def _prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Iterate `items` in a worker thread, up to `depth` ahead: reading and preparing the next batches (polars,
+    numba and the readers release the GIL) overlaps with DuckDB inserting the current one. The worker's errors
+    are raised here; leaving the loop early stops the worker."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(x: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(x, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for x in items:
+                if not put(x):
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+            put(_Failed(e))
+            return
+        put(end)
+
+    worker = threading.Thread(target=work, name="ingest-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            x = q.get()
+            if x is end:
+                return
+            if isinstance(x, _Failed):
+                raise x.error
+            yield x
+    finally:
+        stop.set()
+        worker.join()
+
+
+def _insert_records(cur: duckdb.DuckDBPyConnection, df: pl.DataFrame, norm: pa.Array, has_bad: bool, dataset: str,
                     ingest_id: int, file: str, started: Any) -> None:
     """One batch into `store.records` (input_hash = MD5 of the normalised text, in SQL) and its labels into
     `store.gold_labels`. The batch goes to DuckDB as Arrow without a copy; rows that broke a rule are skipped."""
     cols = df.select("record_id", "source_id", "text", "group", "meta", "row", "label")
-    table = cols.to_arrow(compat_level=pl.CompatLevel.newest())
-    text = table.column("text")
-    table = table.append_column("norm", normalise_arrow(text.cast(pa.large_string())))
+    table = cols.to_arrow(compat_level=pl.CompatLevel.newest()).append_column("norm", norm)
     keep = " WHERE record_id IS NOT NULL" if has_bad else ""
     cur.register("_batch", table)
     cur.execute("INSERT INTO store.records (record_id, dataset, source_id, text, \"group\", meta, input_hash, "
