@@ -66,6 +66,9 @@ def train(
     allow_leakage: Annotated[bool | None, _train_option("allow_leakage", "train on a leaky split (recorded)",
                                                         "--allow-leakage")] = None,
     device: Annotated[str | None, _train_option("device", "auto | cpu | cuda")] = None,
+    allow_contamination: Annotated[bool, typer.Option("--allow-contamination", help="train although train "
+                                                      "records share n-grams with an evaluation set (newest "
+                                                      "`curate contamination` check; recorded)")] = False,
     no_progress: NoProgressOption = False,
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -85,7 +88,7 @@ def train(
         raise InputError(f"invalid training option: {e}") from None
     _quiet_transformers()
     with open_store(db) as store, progress_bar(f"train {dataset}", enabled=not (as_json or no_progress)) as bar:
-        result = run(store, dataset, config, progress=bar.update)
+        result = run(store, dataset, config, progress=bar.update, allow_contamination=allow_contamination)
     emit(result, as_json, _render_run)
 
 

@@ -238,14 +238,16 @@ def new_run_id() -> str:
 
 
 # -- the DuckDB edge ------------------------------------------------------------------------------------
-def train(store, dataset: str, config: TrainConfig | None = None, progress: Progress | None = None) -> dict:
+def train(store, dataset: str, config: TrainConfig | None = None, progress: Progress | None = None, *,
+          allow_contamination: bool = False) -> dict:
     """Snapshot `dataset`, train on the snapshot, record the run. Returns the run (see `train_snapshot`)."""
     from curation import versions
 
     store.dataset(dataset)
     manifest = versions.snapshot(store, dataset)
     frame, manifest = versions.load_snapshot(manifest["path"])
-    return train_snapshot(store, frame, manifest, config or TrainConfig(), progress)
+    return train_snapshot(store, frame, manifest, config or TrainConfig(), progress,
+                          allow_contamination=allow_contamination)
 
 
 def check_leakage(manifest: dict, config: TrainConfig) -> int:
@@ -259,27 +261,40 @@ def check_leakage(manifest: dict, config: TrainConfig) -> int:
     return leaks
 
 
-def train_snapshot(store, frame, manifest: dict, config: TrainConfig, progress: Progress | None = None) -> dict:
+def check_contamination_gate(store, frame, manifest: dict, allow: bool) -> dict:
+    """The contamination gate: the newest check of the dataset must flag no record of the snapshot's train
+    split, unless `allow` (`curation.contamination.require_uncontaminated`)."""
+    from curation.contamination import require_uncontaminated
+
+    train_ids = frame.filter(frame["split"] == "train")["record_id"].to_list() if "split" in frame.columns else []
+    return require_uncontaminated(store, manifest["dataset"], train_ids, allow)
+
+
+def train_snapshot(store, frame, manifest: dict, config: TrainConfig, progress: Progress | None = None, *,
+                   allow_contamination: bool = False) -> dict:
     """Train on an already loaded snapshot (frame + manifest) and record the run in `store.runs`."""
     from curation.store import now
 
     dataset = manifest["dataset"]
     labels = list(manifest.get("labels") or store.dataset(dataset)["labels"])
     leaks = check_leakage(manifest, config)
+    contamination = check_contamination_gate(store, frame, manifest,
+                                             allow_contamination or getattr(config, "allow_contamination", False))
     config = config.model_copy(update={"base_model": config.resolved_base_model()})
     run_id = new_run_id()
     run_dir = Path(store.settings.runs_dir) / run_id
     started = now()
     with store.transaction() as cur:
         cur.execute("INSERT INTO store.runs (run_id, dataset, snapshot_id, status, config, leakage_allowed, "
-                    "started_at) VALUES (?, ?, ?, 'running', ?, ?, ?)",
+                    "contamination_allowed, started_at) VALUES (?, ?, ?, 'running', ?, ?, ?, ?)",
                     [run_id, dataset, manifest.get("version_id"), config.model_dump_json(),
-                     bool(leaks and config.allow_leakage), started])
+                     bool(leaks and config.allow_leakage), contamination["contamination_allowed"], started])
     try:
         result = run_training(frame, labels, config, progress)
         run = {
             "run_id": run_id, "dataset": dataset, "status": "succeeded", "snapshot_id": manifest.get("version_id"),
             "split_id": manifest.get("split_id"), "split_leaks": leaks, "leakage_allowed": bool(leaks),
+            "contamination": contamination, "contamination_allowed": contamination["contamination_allowed"],
             "base_model": config.base_model, "labels": labels, "config": config.model_dump(),
             "data_counts": result.data_counts, "history": result.history, "best_epoch": result.best_epoch,
             "stopped_early": result.stopped_early, "metrics": result.metrics, "device": result.device,
