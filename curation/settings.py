@@ -13,6 +13,19 @@ class Settings(BaseSettings):
     data_dir: Path | None = Field(None, description="snapshots and runs; default: beside the DB file")
     sql_row_limit: int = Field(10_000, ge=1, description="rows a sandboxed query may return")
     sql_timeout_s: float = Field(30.0, gt=0, description="seconds a sandboxed query may run")
+    sql_max_rows: int = Field(100_000, ge=1, description="most rows a caller may ask a sandboxed query for")
+    sql_max_timeout_s: float = Field(300.0, gt=0, description="most seconds a caller may give a sandboxed query")
+    sql_max_result_bytes: int = Field(64 * 2**20, ge=1024, description="a sandboxed query stops (SqlLimit) when "
+                                      "its fetched result grows past this many bytes")
+    sql_max_concurrent: int = Field(4, ge=1, description="sandboxed queries running at once (SqlGate; the API "
+                                    "answers 429 beyond)")
+    db_memory_limit: str = Field("50%", description="DuckDB memory_limit of the store, e.g. 4GB or 50% of RAM (set at open; the "
+                                 "configuration is locked afterwards)")
+    db_max_temp_size: str = Field("8GB", description="DuckDB max_temp_directory_size of the store: how much a "
+                                  "query may spill to disk")
+    lf_file_max_bytes: int = Field(1_000_000, ge=1, description="largest declarative LF file (YAML/JSON) loaded")
+    lf_regex_timeout_s: float = Field(30.0, gt=0, description="seconds a declarative LF's Python-engine regex may "
+                                      "run per batch of records (in a separate, killable process)")
     max_text_length: int | None = Field(None, description="overrides the contract's maxLength for `text`")
     api_key: SecretStr | None = Field(None, description="key for mutating API endpoints (CURATE_API_KEY)")
     webhook_secret: SecretStr | None = Field(None, description="token Label Studio webhooks must present")
