@@ -105,7 +105,7 @@ def test_the_eval_set_itself_is_fully_contaminated_and_formats_are_read(seeded, 
     rep = check_contamination(seeded, "seed", SEED)
     long_enough = sum(1 for r in _seed_rows() if max(len(normalise_tokens(m["content"])) for m in r["messages"]) >= 13)
     assert rep["contaminated"] == long_enough
-    texts, counts = eval_texts(SEED)
+    _texts, counts = eval_texts(SEED)
     assert counts["layout"] == "chat" and counts["texts"] == 350
     csv = tmp_path / "eval.csv"
     pl.DataFrame({"text": ["a b c"], "label": ["x"]}).write_csv(csv)
