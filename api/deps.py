@@ -26,6 +26,7 @@ from api.jobs import JobRunner, plain
 from api.keys import KeyIdentity
 from api.rounds import EventRecorder
 from api.security import AuditWriter, HostPolicy, KeyRing, same_secret, upload_dir_prefix  # noqa: F401
+from curation.errors import InputError
 from curation.settings import Settings
 from curation.store import Store
 
@@ -132,13 +133,26 @@ def queue_event(state: AppState, payload: dict) -> int:
                        ) from None
 
 
+def _unreadable_types() -> tuple[type[BaseException], ...]:
+    import polars as pl
+    import pyarrow as pa
+
+    return (pl.exceptions.PolarsError, pa.ArrowInvalid, UnicodeDecodeError, json.JSONDecodeError)
+
+
 @contextlib.contextmanager
 def uploaded(file: UploadFile) -> Iterator[Path]:
-    """The upload as a temporary file with the client's suffix (the stages detect the format from it)."""
+    """The upload as a temporary file with the client's suffix (the stages detect the format from it). A file the
+    readers cannot parse (empty, not CSV/JSON/Parquet, wrong encoding) is the client's error: 400, not 500."""
     suffix = "".join(Path(file.filename or "upload").suffixes[-2:])
     with tempfile.TemporaryDirectory(prefix=upload_dir_prefix()) as d:
         path = Path(d) / f"upload{suffix}"
         with path.open("wb") as f:
             while chunk := file.file.read(1 << 20):
                 f.write(chunk)
-        yield path
+        try:
+            yield path
+        except _unreadable_types() as e:
+            raise InputError(f"{file.filename or 'the upload'}: cannot read it ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200] if str(e) else 'empty'}); send a non-empty CSV, "
+                             f"JSONL or Parquet file") from None
