@@ -50,8 +50,9 @@ def normalise_tokens(text: str) -> list[str]:
 def tokenize(texts: pl.Series | Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
     """Hashed token ids (uint64, all texts concatenated) and the token count of each text. Null: no tokens."""
     s = texts if isinstance(texts, pl.Series) else pl.Series("t", list(texts), dtype=pl.String)
-    clean = s.fill_null("").str.to_lowercase().str.replace_all(_PUNCT, "")
-    words = pl.DataFrame({"w": clean.str.extract_all(r"\S+")}).with_row_index("doc").explode("w").drop_nulls("w")
+    clean = s.fill_null("").str.to_lowercase().str.replace_all(_PUNCT, "").str.replace_all(r"\s+", " ")
+    words = pl.DataFrame({"w": clean.str.split(" ")}).with_row_index("doc").explode("w").filter(
+        pl.col("w").is_not_null() & (pl.col("w") != ""))
     lens = (np.bincount(words["doc"].to_numpy(), minlength=len(s)) if words.height
             else np.zeros(len(s), dtype=np.int64))
     return words["w"].hash(seed=_TOKEN_SEED).to_numpy().astype(np.uint64), lens.astype(np.int64)
@@ -80,10 +81,21 @@ def eval_ngram_set(texts: pl.Series | Sequence[str | None], n: int = DEFAULT_NGR
 
 
 def _member(h: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """h in table (sorted distinct): a bitmap over the top hash bits (~32 slots per entry) rules most hashes out
+    with one lookup; binary search confirms the rest."""
     if not len(table) or not len(h):
         return np.zeros(len(h), dtype=bool)
-    pos = np.searchsorted(table, h)
-    return table[np.minimum(pos, len(table) - 1)] == h
+    bits = min(28, max(10, int(len(table) * 32).bit_length()))
+    shift = np.uint64(64 - bits)
+    bitmap = np.zeros(1 << bits, dtype=bool)
+    bitmap[(table >> shift).astype(np.intp)] = True
+    maybe = np.flatnonzero(bitmap[(h >> shift).astype(np.intp)])
+    out = np.zeros(len(h), dtype=bool)
+    if len(maybe):
+        hm = h[maybe]
+        pos = np.searchsorted(table, hm)
+        out[maybe] = table[np.minimum(pos, len(table) - 1)] == hm
+    return out
 
 
 @dataclass
