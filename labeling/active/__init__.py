@@ -4,9 +4,13 @@
 DuckDB edge (`select` reads a run's predictions and stores one selection).
 """
 
-from labeling.active.selection import exclusions, select
+from labeling.active.selection import exclusions, select, strategy_history
 from labeling.active.strategies import (
+    AUTO_CANDIDATES,
+    DEFAULT_STRATEGY,
     STRATEGIES,
+    ClusterMargin,
+    DensityMargin,
     DiverseMargin,
     Entropy,
     LeastConfidence,
@@ -17,14 +21,16 @@ from labeling.active.strategies import (
     Strategy,
     UnknownStrategy,
     check_size,
+    choose_auto,
     get_strategy,
     k_center_greedy,
+    knn_density,
     register,
     top_n,
 )
 
 __all__ = [
-    "STRATEGIES", "DiverseMargin", "Entropy", "LeastConfidence", "Margin", "Pool", "PoolExhausted",
-    "RandomStrategy", "Strategy", "UnknownStrategy", "check_size", "exclusions", "get_strategy",
-    "k_center_greedy", "register", "select", "top_n",
+    "AUTO_CANDIDATES", "DEFAULT_STRATEGY", "STRATEGIES", "ClusterMargin", "DensityMargin", "DiverseMargin", "Entropy", "LeastConfidence", "Margin", "Pool", "PoolExhausted",
+    "RandomStrategy", "Strategy", "UnknownStrategy", "check_size", "choose_auto", "exclusions", "get_strategy",
+    "k_center_greedy", "knn_density", "register", "select", "strategy_history", "top_n",
 ]

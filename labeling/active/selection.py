@@ -7,6 +7,10 @@
   dataset, and not labeled yet — a selection reserves its records until they are labeled, so two rounds never
   hand annotators the same record (`reselect=True` releases earlier selections that were never pushed);
 - augmented copies (origin `augment`), and rows quarantined at ingest (they never become records).
+
+`strategy="auto"` picks the strategy from the dataset's rounds so far (`strategy_history` → `choose_auto`): the
+`strategy` column of the stored rows names the strategy that chose them, and `details` (JSON) records the request,
+the choice, the reason and the history it was made on.
 """
 
 import json
@@ -17,7 +21,14 @@ import numpy as np
 import polars as pl
 
 from curation.errors import NotFound
-from labeling.active.strategies import Pool, check_size, get_strategy
+from labeling.active.strategies import (
+    AUTO_CANDIDATES,
+    DEFAULT_STRATEGY,
+    Pool,
+    check_size,
+    choose_auto,
+    get_strategy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +47,60 @@ def exclusions(store, dataset: str, *, reselect: bool = False) -> dict[str, set[
     return {"labeled": labeled, "pending": pending}
 
 
+def _val_metric(metrics, metric: str = "accuracy") -> float | None:
+    m = json.loads(metrics) if isinstance(metrics, str) else metrics
+    val = (m or {}).get("val") or {}
+    return None if val.get(metric) is None else float(val[metric])
+
+
+def strategy_history(store, dataset: str, run_id: str | None = None, metric: str = "accuracy") -> list[dict]:
+    """The dataset's earlier rounds, oldest first: {round, strategy, run_id, val_before, val_after}. A round's
+    `val_before` is the validation `metric` of the run that chose it; `val_after` that of the run that chose the
+    next round (for the last round: `run_id`, the run now choosing), None when unknown."""
+    rows = store.query(
+        "SELECT s.round, any_value(s.strategy), any_value(s.run_id), any_value(r.metrics), min(s.created_at) "
+        "FROM store.selections s LEFT JOIN store.runs r USING (run_id) WHERE s.dataset = ? "
+        "GROUP BY s.selection_id, s.round ORDER BY min(s.created_at), s.round", [dataset])
+    current = None
+    if run_id is not None:
+        found = store.query("SELECT metrics FROM store.runs WHERE run_id = ?", [run_id])
+        current = _val_metric(found[0][0], metric) if found else None
+    out = []
+    for i, (rnd, strat, rid, metrics, _) in enumerate(rows):
+        if i + 1 < len(rows):
+            after = _val_metric(rows[i + 1][3], metric) if rows[i + 1][2] != rid else None
+        else:
+            after = current if run_id is not None and run_id != rid else None
+        out.append({"round": rnd, "strategy": strat, "run_id": rid, "val_before": _val_metric(metrics, metric),
+                    "val_after": after})
+    return out
+
+
 def select(store, run_id: str, strategy: str, n: int, *, seed: int = 0, round: int | None = None,
            reselect: bool = False, params: dict | None = None) -> dict:
-    """Choose `n` records of the run's dataset with `strategy` over the run's predictions; store the selection.
-    Returns {selection_id, round, strategy, n, ids, scores, pool counts}."""
+    """Choose `n` records of the run's dataset with `strategy` (a registry name, or "auto") over the run's
+    predictions; store the selection. Returns {selection_id, round, strategy, n, ids, scores, pool counts,
+    details}."""
     from curation.store import now
 
-    strat = get_strategy(strategy, **(params or {}))
+    if strategy == "label_issues":    # suspect labels for review (labeling.label_issues), not a model's pool
+        from labeling.label_issues import select_run_issues
+
+        return select_run_issues(store, run_id, n, round=round)
     rows = store.query("SELECT dataset, status FROM store.runs WHERE run_id = ?", [run_id])
     if not rows:
         raise NotFound(f"no run {run_id!r}; see `SELECT run_id, status FROM runs`")
     dataset = rows[0][0]
+    details: dict = {"requested": strategy}
+    if strategy == "auto":
+        history = strategy_history(store, dataset, run_id)
+        strategy, reason = choose_auto(history, AUTO_CANDIDATES, DEFAULT_STRATEGY)
+        details |= {"reason": reason, "candidates": list(AUTO_CANDIDATES), "default": DEFAULT_STRATEGY,
+                    "history": [{k: h[k] for k in ("round", "strategy", "val_before", "val_after")}
+                                for h in history]}
+        log.info("auto strategy for %s: %s (%s)", dataset, strategy, reason)
+    details["chose"] = strategy
+    strat = get_strategy(strategy, **(params or {}))
     preds = store.frame(
         "SELECT p.record_id, r.input_hash, p.probs, p.embedding FROM store.predictions p "
         "JOIN store.records r USING (record_id) "
@@ -86,12 +140,14 @@ def select(store, run_id: str, strategy: str, n: int, *, seed: int = 0, round: i
     selection_id = f"sel-{dataset}-r{round}-{secrets.token_hex(3)}"
     created = now()
     with store.transaction() as cur:
-        cur.executemany("INSERT INTO store.selections (selection_id, dataset, round, run_id, record_id, strategy, score, rank, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [[selection_id, dataset, round, run_id, int(rid), strategy, float(s), rank, created]
+        cur.executemany("INSERT INTO store.selections (selection_id, dataset, round, run_id, record_id, strategy, "
+                        "score, rank, created_at, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [[selection_id, dataset, round, run_id, int(rid), strategy, float(s), rank, created,
+                          json.dumps(details)]
                          for rank, (rid, s) in enumerate(zip(chosen, scores), start=1)])
     log.info("selection %s: %d records of %s by %s", selection_id, len(chosen), dataset, strategy)
     return {"selection_id": selection_id, "dataset": dataset, "round": round, "run_id": run_id,
             "strategy": strategy, "seed": seed, "n": len(chosen), "pool": counts,
             "record_ids": [int(x) for x in chosen], "scores": [float(s) for s in scores],
-            "params": json.loads(json.dumps(params or {}))}
+            "params": json.loads(json.dumps(params or {})), "details": details}
 

@@ -193,3 +193,111 @@ class DiverseMargin(Strategy):
         if pool.embeddings is None or len(top) <= n:
             return top[:n]
         return top[k_center_greedy(pool.embeddings[top], n, first=0)]
+
+
+def _unit(emb: np.ndarray) -> np.ndarray:
+    return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+
+def knn_density(emb: np.ndarray, rows: np.ndarray, k: int = 10, chunk: int = 1024) -> np.ndarray:
+    """Mean cosine similarity of each of `rows` to its `k` nearest neighbours among all rows of `emb` (itself
+    excluded): high in dense regions, low for isolated points. O(len(rows) · len(emb)) in chunks."""
+    e = _unit(np.asarray(emb, dtype=np.float32))
+    k = max(1, min(k, len(e) - 1))
+    if len(e) < 2:
+        return np.ones(len(rows))
+    out = np.empty(len(rows), dtype=np.float64)
+    for i in range(0, len(rows), chunk):
+        r = rows[i:i + chunk]
+        sim = e[r] @ e.T
+        sim[np.arange(len(r)), r] = -np.inf                  # not its own neighbour
+        out[i:i + chunk] = np.sort(np.partition(sim, -k, axis=1)[:, -k:], axis=1).mean(axis=1)
+    return out
+
+
+@register("density_margin")
+class DensityMargin(Strategy):
+    """Information density (Settles & Craven 2008) on the margin shortlist: among the `candidates` × n smallest
+    margins, rank by (1 − margin) × density^beta, density = mean cosine similarity to the k nearest pool
+    neighbours, so isolated outliers sink. Without embeddings it is plain margin."""
+
+    def __init__(self, candidates: int = 10, k: int = 10, beta: float = 1.0):
+        if candidates < 1 or k < 1:
+            raise InputError(f"density_margin: candidates={candidates}, k={k}; use ≥ 1")
+        self.candidates, self.k, self.beta = candidates, k, beta
+
+    def score(self, pool, rng):
+        return 1.0 - margin(pool.probs)
+
+    def pick(self, pool, scores, n, rng):
+        top = top_n(scores, pool.ids, min(len(pool), self.candidates * n))
+        if pool.embeddings is None or len(top) <= n:
+            return top[:n]
+        w = scores[top] * np.clip(knn_density(pool.embeddings, top, self.k), 0.0, None) ** self.beta
+        return top[top_n(w, pool.ids[top], n)]
+
+
+@register("cluster_margin")
+class ClusterMargin(Strategy):
+    """Uncertain, diverse, and not outliers (after Citovsky et al. 2021, Cluster-Margin): take the `candidates` × n
+    smallest margins, k-means them into n clusters (seeded), and take from each cluster its best member by
+    (1 − margin) × kNN density. Clusters are visited largest first, one pick per cluster per pass; singleton
+    clusters (an isolated point alone in its cluster) come last, so outliers are picked only when nothing else
+    is left. Without embeddings it is plain margin."""
+
+    def __init__(self, candidates: int = 10, k: int = 10, beta: float = 1.0, min_cluster: int = 2):
+        if candidates < 1 or k < 1 or min_cluster < 1:
+            raise InputError(f"cluster_margin: candidates={candidates}, k={k}, min_cluster={min_cluster}; "
+                             "use ≥ 1")
+        self.candidates, self.k, self.beta, self.min_cluster = candidates, k, beta, min_cluster
+
+    def score(self, pool, rng):
+        return 1.0 - margin(pool.probs)
+
+    def pick(self, pool, scores, n, rng):
+        top = top_n(scores, pool.ids, min(len(pool), self.candidates * n))
+        if pool.embeddings is None or len(top) <= n:
+            return top[:n]
+        try:
+            from sklearn.cluster import KMeans
+        except ImportError as e:          # pragma: no cover - scikit-learn is a dependency
+            raise ImportError("cluster_margin needs scikit-learn: pip install scikit-learn") from e
+        e = _unit(pool.embeddings[top].astype(np.float64))
+        w = scores[top] * np.clip(knn_density(pool.embeddings, top, self.k), 0.0, None) ** self.beta
+        cluster = KMeans(n_clusters=n, n_init=3, random_state=int(rng.integers(2**31 - 1))).fit_predict(e)
+        size = np.bincount(cluster, minlength=n)[cluster]
+        order = np.lexsort((pool.ids[top], -w, cluster))          # by cluster, best first within it
+        rank_in_cluster = np.empty(len(top), dtype=np.int64)
+        for c in np.unique(cluster):
+            members = order[cluster[order] == c]
+            rank_in_cluster[members] = np.arange(len(members))
+        # passes: rank 0 of every non-singleton cluster (largest first), then rank 1, ...; singletons last
+        key = np.lexsort((pool.ids[top], -w, -size, rank_in_cluster, size < self.min_cluster))
+        return top[key[:n]]
+
+
+def choose_auto(history: list[dict], candidates=("margin", "cluster_margin"), default: str = "margin"
+                ) -> tuple[str, str]:
+    """`--strategy auto`: pick from what the rounds so far show. `history`: one dict per earlier round, oldest
+    first, {"round", "strategy", "val_before", "val_after"} (validation metric of the model that chose the round
+    and of the model trained after its labels came in). Rule: no usable history → `default`; else each tried
+    candidate's most recent gain (val_after − val_before); if the best recent gain is not positive and a
+    candidate was never tried, try it; otherwise the candidate with the best recent gain (ties: the default,
+    then name). Returns (strategy, reason)."""
+    gains: dict[str, float] = {}
+    for h in history:
+        if h.get("strategy") in candidates and h.get("val_before") is not None and h.get("val_after") is not None:
+            gains[h["strategy"]] = float(h["val_after"]) - float(h["val_before"])
+    if not gains:
+        return default, "no earlier round with a validation score before and after: the default"
+    best = max(gains, key=lambda s: (gains[s], s == default, s))
+    untried = [c for c in candidates if c not in gains]
+    shown = ", ".join(f"{s} {gains[s]:+.4f}" for s in sorted(gains))
+    if gains[best] <= 0 and untried:
+        pick = default if default in untried else untried[0]
+        return pick, f"last gains ({shown}) not positive; trying {pick}"
+    return best, f"largest gain in validation in its last round ({shown})"
+
+
+DEFAULT_STRATEGY = "margin"                      # chosen on the evidence of docs/results/active_learning.json
+AUTO_CANDIDATES = ("margin", "cluster_margin")   # what `--strategy auto` chooses between
