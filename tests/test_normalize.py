@@ -86,3 +86,25 @@ def test_pinned_hashes():
     want = [h for _, h in PINNED]
     assert [input_hash(t) for t in texts] == want
     assert hash_texts(pl.Series(texts, dtype=pl.String)).to_list() == want
+
+
+def test_arrow_path_on_edge_layouts():
+    import pyarrow as pa
+
+    from curation.normalize import normalise_arrow
+
+    cases = [pa.array([], pa.large_string()), pa.array([None, None], pa.string()),
+             pa.array(["A b", None, "É!", "x\ufeff"], pa.string()).slice(1),
+             pa.array(["X  y", "ß"], pa.string_view()),
+             pa.chunked_array([pa.array(["a,B"]), pa.array(["Ω"])]), pa.chunked_array([], pa.string())]
+    for arr in cases:
+        assert normalise_arrow(arr).to_pylist() == [None if t is None else normalise(t) for t in arr.to_pylist()]
+
+
+def test_numba_and_polars_paths_agree(monkeypatch):
+    import curation.normalize as n
+
+    texts = pl.Series([t for t, _ in PINNED] + [None, "A\ufeffB", "\ufeff", "é\ufeff"], dtype=pl.String)
+    fast = n.normalise_series(texts)
+    monkeypatch.setattr(n, "USE_NUMBA", False)
+    assert n.normalise_series(texts).to_list() == fast.to_list()
