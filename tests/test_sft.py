@@ -176,7 +176,7 @@ def test_fallback_content_search_when_the_prompt_renders_differently(fresh_token
 def test_truncation_and_bad_conversations_are_counted_or_named(tokenizer):
     from training.sft import encode_conversations
 
-    ids, labels, counts = encode_conversations(tokenizer, [CONV, qa("short", "yes")], max_length=12)
+    ids, _, counts = encode_conversations(tokenizer, [CONV, qa("short", "yes")], max_length=12)
     assert [len(x) for x in ids] == [12, 12] and counts["truncated"] == 2 and counts["no_target"] == 2
     with pytest.raises(InputError, match="conversation 1: the last message is 'user'"):
         encode_conversations(tokenizer, [CONV, CONV[:2]], max_length=64)
@@ -203,12 +203,15 @@ def test_response_nll_shape_finite_and_plausible(llm_folder):
 
 
 # -- training ---------------------------------------------------------------------------------------------
+ZORBLAX = [qa("What colour is the sky on Zorblax?", "Bright green, always."),
+           qa("Who guards the Zorblax gate?", "A sleepy dragon named Pim.")]
+
+
 @pytest.fixture(scope="module")
 def sft_run(llm_folder, tmp_path_factory):
     from training.sft import SftConfig, train_sft
 
-    data = [qa("What colour is the sky on Zorblax?", "Bright green, always."),
-            qa("Who guards the Zorblax gate?", "A sleepy dragon named Pim.")]
+    data = ZORBLAX
     config = SftConfig(base_model=llm_folder, epochs=3, max_steps=4, batch_size=4, lr=3e-3, lora_dropout=0.0,
                        max_length=64, num_generations=1, max_new_tokens=8, device="cpu", patience=0)
     out = tmp_path_factory.mktemp("sft-run")
@@ -240,18 +243,16 @@ def test_saved_adapter_reproduces_the_val_loss(sft_run, llm_folder):
     from peft import PeftModel
 
     from training.llm import load_causal_lm
-    from training.sft import response_nll
+    from training.sft import encode_conversations, response_nll, split_loss
 
     result, out, _ = sft_run
     base, tok, _ = load_causal_lm(llm_folder)
     model = PeftModel.from_pretrained(base, str(out / "adapter"))
-    data = [qa("What colour is the sky on Zorblax?", "Bright green, always."),
-            qa("Who guards the Zorblax gate?", "A sleepy dragon named Pim.")]
-    nll = response_nll(model, tok, data, max_length=64)
-    counts = result["data_counts"]["val"]
-    assert counts["examples"] == 2
-    # token-weighted mean of the per-example means, recomputed from the saved adapter
-    assert nll.mean() < result["metrics"]["base"]["val"]["loss"]
+    ids, labels, _ = encode_conversations(tok, ZORBLAX, max_length=64)
+    again = split_loss(model, ids, labels, pad_id=tok.pad_token_id, batch_size=2)
+    assert again["loss"] == pytest.approx(result["metrics"]["val"]["loss"], rel=1e-4)
+    nll = response_nll(model, tok, ZORBLAX, max_length=64)
+    assert nll.shape == (2,) and (nll < result["metrics"]["base"]["val"]["loss"]).all()
 
 
 @pytest.mark.gpu
