@@ -149,6 +149,16 @@ class Tasks(_Resource):
     def get(self, task_id: int) -> dict:
         return self.c.request("GET", f"/api/tasks/{task_id}").json()
 
+    def update(self, task_id: int, **fields: Any) -> dict:
+        """PATCH a task (`data` is replaced whole: send the full dict)."""
+        return self.c.request("PATCH", f"/api/tasks/{task_id}", json=fields).json()
+
+    def reopen(self, task_id: int, overlap: int) -> dict:
+        """Ask for more annotators on a task: its overlap (annotations wanted) and is_labeled=false. Label
+        Studio 1.23 does not recompute `is_labeled` when only the overlap changes, so both go in one PATCH;
+        the label stream then serves the task to a user who has not annotated it yet."""
+        return self.update(task_id, overlap=int(overlap), is_labeled=False)
+
 
 class Predictions(_Resource):
     def import_(self, project_id: int, predictions: Sequence[dict]) -> int:

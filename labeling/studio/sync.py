@@ -4,7 +4,9 @@ Annotations come back through webhooks (`handle_webhook`) and a reconciliation p
 because Label Studio drops a webhook whose receiver is slow or down. Both go through `record_annotation`:
 idempotent by Label Studio's annotation id, out-of-order safe (an older `updated_at` never overwrites a newer
 one; a deletion is a tombstone that a late "created" cannot revive). The gold label of a record is recomputed
-from its annotations after every change: the latest live (not deleted, not cancelled, labelled) annotation wins;
+from its annotations after every change, from the live (not deleted, not cancelled, labelled) ones: one annotator
+-> the latest annotation wins; several -> their majority (`labeling.consensus.record_gold`; method and confidence
+on the gold row; `curate consensus` recomputes a dataset by majority or Dawid-Skene);
 when none is left, the gold label an annotation had set is removed, or the imported label the record had when it
 was pushed is restored (`ls_tasks.prior_label`).
 
@@ -22,6 +24,7 @@ from typing import Any
 
 from curation.errors import InputError, NotFound
 from curation.store import Store, now
+from labeling.consensus import record_gold
 from labeling.studio.client import StudioClient
 from labeling.studio.tasks import (
     ReviewOutcome,
@@ -155,6 +158,10 @@ def _record(cur, ann: Mapping[str, Any], via: str, task: Mapping[str, Any] | Non
     gold = _refresh_gold(cur, record_id) if record_id is not None else "unchanged"
     outcome = "unknown_task" if record_id is None else ("updated" if prev else "created")
     out = {"annotation_id": aid, "outcome": outcome, "record_id": record_id, "gold": gold}
+    if record_id is not None and label is not None and not cancelled:
+        reviewed = review_issue(cur, record_id, label)
+        if reviewed:
+            out["label_issue"] = reviewed
     if revision is not None:
         out["revision"] = revision
     return out
@@ -267,14 +274,17 @@ def _refresh_gold(cur, record_id: int | None) -> str:
         "AND NOT coalesce(was_cancelled, false) AND label IS NOT NULL "
         "ORDER BY updated_at DESC NULLS LAST, annotation_id DESC", [record_id]).fetchall()
     live = [r for r in live if r[1] in valid]
-    cur_gold = cur.execute("SELECT label, source, source_ref, annotator FROM store.gold_labels WHERE record_id = ?",
-                           [record_id]).fetchall()
+    cur_gold = cur.execute("SELECT label, source, source_ref, annotator, method, confidence FROM store.gold_labels "
+                           "WHERE record_id = ?", [record_id]).fetchall()
     if live:
-        aid, label, annotator = live[0]
-        if cur_gold and cur_gold[0] == (label, "annotation", str(aid), annotator):
+        # one annotator: the latest annotation (method NULL, as before); several: their majority
+        g = record_gold([(int(a), lab, who) for a, lab, who in live])
+        method, conf = (None, None) if g.method == "latest" else (g.method, round(g.confidence, 6))
+        if cur_gold and cur_gold[0] == (g.label, "annotation", g.source_ref, g.annotator, method, conf):
             return "unchanged"
-        cur.execute("INSERT OR REPLACE INTO store.gold_labels (record_id, label, source, source_ref, annotator, updated_at) VALUES (?, ?, 'annotation', ?, ?, ?)",
-                    [record_id, label, str(aid), annotator, now()])
+        cur.execute("INSERT OR REPLACE INTO store.gold_labels (record_id, label, source, source_ref, annotator, "
+                    "updated_at, method, confidence) VALUES (?, ?, 'annotation', ?, ?, ?, ?, ?)",
+                    [record_id, g.label, g.source_ref, g.annotator, now(), method, conf])
         return "set"
     if not cur_gold or cur_gold[0][1] != "annotation":
         return "unchanged"
@@ -286,6 +296,87 @@ def _refresh_gold(cur, record_id: int | None) -> str:
         return "restored"
     cur.execute("DELETE FROM store.gold_labels WHERE record_id = ?", [record_id])
     return "removed"
+
+
+def review_issue(cur, record_id: int, label: str) -> str | None:
+    """An annotation of a record flagged in `store.label_issues` (not reviewed yet) is its review: the label
+    it had is `confirmed`, or `corrected` to the annotation's. Returns the outcome, None when not a suspect."""
+    row = cur.execute("SELECT dataset, label FROM store.label_issues WHERE record_id = ? AND outcome IS NULL",
+                      [record_id]).fetchall()
+    if not row:
+        return None
+    outcome = "confirmed" if row[0][1] == label else "corrected"
+    cur.execute("UPDATE store.label_issues SET outcome = ?, reviewed_at = ? WHERE dataset = ? AND record_id = ?",
+                [outcome, now(), row[0][0], record_id])
+    return outcome
+
+
+# -- annotations made elsewhere ------------------------------------------------------------------------------
+IMPORT_ID_BASE = -(2 ** 40)       # imported annotations get ids below this: Label Studio's ids are positive
+
+
+def import_annotations(store: Store, file: str, dataset: str, *, source_col: str = "source_id",
+                       annotator_col: str = "annotator", label_col: str = "label") -> dict:
+    """Annotations made outside Label Studio, as a long table (CSV/Parquet/JSON lines: source_id, annotator,
+    label; optional lead_time, created_at, rating): stored in `store.annotations` with via='import' and
+    negative ids that cannot clash with Label Studio's; gold labels follow from them (one annotator: that
+    annotation; several: their majority). Idempotent: the same (record, annotator, label) again is a duplicate;
+    a new label from the same annotator replaces the old one (updated). Rows whose source_id is not a record of
+    the dataset, or whose label is not in its label set, are counted and named (the first 5), never stored."""
+    import hashlib
+
+    import polars as pl
+
+    path = str(file)
+    if path.endswith(".parquet"):
+        df = pl.read_parquet(path)
+    elif path.endswith((".jsonl", ".ndjson")):
+        df = pl.read_ndjson(path)
+    else:
+        df = pl.read_csv(path, infer_schema_length=0)
+    missing = [c for c in (source_col, annotator_col, label_col) if c not in df.columns]
+    if missing:
+        raise InputError(f"{path}: column(s) {missing} missing; a long table needs {source_col}, {annotator_col}, "
+                         f"{label_col} (has {df.columns})")
+    ds = store.dataset(dataset)
+    task = store.one("SELECT task FROM store.datasets WHERE name = ?", [dataset])
+    valid = set(["keep", "drop"] if task == "instruction" else (ds["labels"] or []))
+    ids = dict(store.query("SELECT source_id, record_id FROM store.records WHERE dataset = ? AND source_id IS NOT "
+                           "NULL", [dataset]))
+    counts = {"rows": df.height, "created": 0, "updated": 0, "duplicate": 0, "unknown_record": 0, "bad_label": 0}
+    bad: list[str] = []
+    ts = now()
+    touched: set[int] = set()
+    with store.transaction() as cur:
+        for n, r in enumerate(df.iter_rows(named=True), start=1):
+            sid, who, label = str(r[source_col]), str(r[annotator_col]), r[label_col]
+            label = None if label is None else str(label)
+            rid = ids.get(sid)
+            if rid is None:
+                counts["unknown_record"] += 1
+                len(bad) < 5 and bad.append(f"row {n}: source_id {sid!r} is not a record of {dataset!r}")
+                continue
+            if label not in valid:
+                counts["bad_label"] += 1
+                len(bad) < 5 and bad.append(f"row {n}: label {label!r} not in {sorted(valid)}")
+                continue
+            key = hashlib.sha1(f"{dataset}\x00{rid}\x00{who}".encode()).hexdigest()
+            aid = IMPORT_ID_BASE - int(key[:12], 16)         # one id per (record, annotator)
+            prev = cur.execute("SELECT label FROM store.annotations WHERE annotation_id = ?", [aid]).fetchall()
+            if prev and prev[0][0] == label:
+                counts["duplicate"] += 1
+                continue
+            created = parse_ts(r.get("created_at")) or ts
+            cur.execute(_UPSERT, [aid, None, None, rid, label, who, created, ts if prev else created,
+                                  _float(r.get("lead_time")), False, json.dumps([]), "import", ts,
+                                  None if r.get("rating") in (None, "") else int(r["rating"]), None])
+            counts["updated" if prev else "created"] += 1
+            touched.add(rid)
+        gold = {"set": 0, "unchanged": 0}
+        for rid in touched:
+            g = _refresh_gold(cur, rid)
+            gold[g] = gold.get(g, 0) + 1
+    return {"dataset": dataset, "file": path, **counts, "gold": gold, "problems": bad}
 
 
 def mark_deleted(store: Store, annotation_ids: Iterable[int], *, project_id: int | None = None,

@@ -227,14 +227,20 @@ def project_title(dataset: str) -> str:
     return f"curate: {dataset}"
 
 
-def ensure_project(store: Store, dataset: str, client: StudioClient) -> dict:
+def ensure_project(store: Store, dataset: str, client: StudioClient, *,
+                   annotators_per_task: int | None = None) -> dict:
     """The Label Studio project of a dataset: the stored one if Label Studio still has it, else one with our
     title, else a new one. The label config is built from the dataset's label set and kept in sync.
-    Returns {"project_id", "created", "label_config", "url"}."""
-    return _ensure_project(store, dataset, client)[0]
+    `annotators_per_task` K sets the project's "annotations per task" (`maximum_annotations`): the label stream
+    hands each task to K different annotators (None: leave it; a new project gets 1).
+    Returns {"project_id", "created", "label_config", "url", "annotators_per_task"}."""
+    return _ensure_project(store, dataset, client, annotators_per_task)[0]
 
 
-def _ensure_project(store: Store, dataset: str, client: StudioClient) -> tuple[dict, dict]:
+def _ensure_project(store: Store, dataset: str, client: StudioClient,
+                    annotators_per_task: int | None = None) -> tuple[dict, dict]:
+    if annotators_per_task is not None and annotators_per_task < 1:
+        raise InputError(f"--annotators-per-task {annotators_per_task}: use 1 or more")
     ds = store.dataset(dataset)
     config = project_config(dataset_task(store, dataset), ds["labels"])
     row = store.query("SELECT project_id, label_config FROM store.ls_projects WHERE dataset = ?", [dataset])
@@ -251,16 +257,19 @@ def _ensure_project(store: Store, dataset: str, client: StudioClient) -> tuple[d
     if project is None:
         project = client.projects.create(
             project_title(dataset), config, sampling=SAMPLING, show_collab_predictions=True,
-            maximum_annotations=1, show_skip_button=True,
+            maximum_annotations=annotators_per_task or 1, show_skip_button=True,
             description=f"Records of the curate dataset {dataset!r}, most uncertain first.")
     elif _norm_xml(project.get("label_config", "")) != _norm_xml(config):
         project = client.projects.update(project["id"], label_config=config)
+    if annotators_per_task is not None and project.get("maximum_annotations") != annotators_per_task:
+        project = client.projects.update(project["id"], maximum_annotations=annotators_per_task)
     pid = int(project["id"])
     url = f"{client.url}/projects/{pid}/data"
     with store.transaction() as cur:
         cur.execute("DELETE FROM store.ls_projects WHERE dataset = ?", [dataset])
         cur.execute("INSERT INTO store.ls_projects VALUES (?, ?, ?, ?, ?)", [dataset, pid, url, config, now()])
-    return {"project_id": pid, "created": created, "label_config": config, "url": url}, project
+    return {"project_id": pid, "created": created, "label_config": config, "url": url,
+            "annotators_per_task": project.get("maximum_annotations")}, project
 
 
 def _norm_xml(s: str) -> str:
@@ -292,6 +301,11 @@ def push_selection(store: Store, selection_id: str, *, run_id: str | None = None
     if len(meta) > 1:
         raise InputError(f"selection {selection_id!r} spans datasets {[m[0] for m in meta]}; push one dataset")
     dataset, sel_run, n_selected = meta[0]
+    if store.one("SELECT count(*) FROM store.selections WHERE selection_id = ? AND strategy = 'label_issues'",
+                 [selection_id]):
+        from labeling.label_issues import push_issues   # a review of suspect labels, not a labeling round
+
+        return push_issues(store, selection_id, client=client, batch_size=batch_size)
     run_id = run_id or sel_run
     info, project = _ensure_project(store, dataset, client)
     pid = info["project_id"]
