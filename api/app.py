@@ -18,6 +18,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -33,7 +34,7 @@ from api import jobs as jobs_mod
 from api import rounds as rounds_mod
 from api.deps import ApiError, AppState
 from api.jobs import StudioFactory
-from api.routes import datasets, health, jobs, keys, labeling, ml_backend, rounds, runs, splits, sql, webhooks
+from api.routes import datasets, health, jobs, keys, labeling, ml_backend, quality, rounds, runs, splits, sql, webhooks
 from api.security import AuditWriter, HostPolicy, KeyRing, SecurityMiddleware, clean_stale_uploads
 from curation import errors as E
 from curation.settings import Settings
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 VERSION = health.VERSION
 
 ROUTERS = [health.router, datasets.router, sql.router, labeling.router, splits.router, runs.router, rounds.router,
-           jobs.router, webhooks.router, keys.router]
+           jobs.router, webhooks.router, keys.router, quality.router]
 
 # own error type -> (status, code); the first matching base wins, so subclasses come first
 ERROR_MAP: list[tuple[type[BaseException], int, str]] = [
@@ -131,7 +132,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None, *,
             app.state.curate = AppState(
                 settings, st, runner, recorder, dt.datetime.now(dt.UTC), keyring=keyring, audit=AuditWriter(st),
                 hosts=HostPolicy(settings.allowed_hosts, bind),
-                sql_pool=ThreadPoolExecutor(settings.sql_max_concurrent, thread_name_prefix="curate-sql"),
+                sql_pool=ThreadPoolExecutor(settings.sql_max_concurrent, thread_name_prefix="curate-sql",
+                                            initializer=lower_thread_priority),
                 sql_slots=threading.BoundedSemaphore(settings.sql_max_concurrent))
             log.info("curate service on %s (%d interrupted job(s) marked failed; auth: %s)", st.path,
                      len(interrupted), "keys" if keyring.keyed else "OPEN (keyless loopback mode)")
@@ -160,6 +162,13 @@ def create_app(settings: Settings | None = None, store: Store | None = None, *,
         app.include_router(router)
     app.include_router(ml_backend.router, prefix="/ml", tags=["label studio ml backend"])
     return app
+
+
+def lower_thread_priority() -> None:
+    """SQL threads run at a lower CPU priority (nice +10, Linux per thread) than the event loop, so heavy queries
+    on a busy machine cannot starve the webhook acknowledgement and /health."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
 def after_round(store: Store, runner: jobs_mod.JobRunner) -> Callable[[dict], None]:
