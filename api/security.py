@@ -91,6 +91,12 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("GET", "/datasets/{name}/splits/check"): "read",
     ("POST", "/datasets/{name}/augment"): "engineer",
     ("POST", "/datasets/{name}/export"): "engineer",
+    # label quality
+    ("GET", "/datasets/{name}/agreement"): "read",
+    ("POST", "/datasets/{name}/consensus"): "engineer",
+    ("POST", "/datasets/{name}/label-issues"): "engineer",
+    ("GET", "/datasets/{name}/label-issues"): "read",
+    ("POST", "/datasets/{name}/annotations"): "engineer",
     # runs, predictions, selections, rounds
     ("GET", "/runs"): "read",
     ("POST", "/runs"): "trainer",
@@ -124,6 +130,7 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
 # routes that take multipart/form-data (uploads); every other body must be JSON
 UPLOAD_ROUTES: frozenset[tuple[str, str]] = frozenset({
     ("POST", "/datasets/{name}/ingest"), ("POST", "/datasets/{name}/lfs"), ("POST", "/datasets/{name}/votes"),
+    ("POST", "/datasets/{name}/annotations"),
 })
 UNLISTED = "admin"   # a route missing from ROUTE_ROLES (and unknown paths): admins only
 

@@ -57,6 +57,8 @@ def connect(
     dataset: Annotated[str, typer.Argument(help="the dataset whose Label Studio project to create or reuse")],
     webhook_url: Annotated[str | None, typer.Option(help="our webhook receiver, e.g. "
                                                          "http://127.0.0.1:8000/webhooks/labelstudio")] = None,
+    annotators_per_task: Annotated[int | None, typer.Option("--annotators-per-task", min=1, help="Label Studio's "
+                                   "annotations per task: each task goes to K different annotators")] = None,
     ls_url: UrlOption = None,
     ls_token: TokenOption = None,
     db: DbOption = None,
@@ -68,7 +70,7 @@ def connect(
 
     secret = settings(db).webhook_secret
     with open_store(db) as store, _client(ls_url, ls_token) as client:
-        result = ensure_project(store, dataset, client)
+        result = ensure_project(store, dataset, client, annotators_per_task=annotators_per_task)
         result.pop("label_config")
         if webhook_url:
             if secret is None:

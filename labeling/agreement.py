@@ -224,7 +224,7 @@ def agreement_report(M: np.ndarray, k: int, labels: Sequence[str], annotators: S
     kappas = [p["cohen_kappa"] for p in pairs if p["cohen_kappa"] is not None]
     stats = annotator_stats(M, consensus)
     return {
-        "items": int(len(M)), "items_multi": int(pairable.sum()), "annotators": len(annotators),
+        "items": len(M), "items_multi": int(pairable.sum()), "annotators": len(annotators),
         "answers": int((M != MISSING).sum()),
         "overall": {"krippendorff_alpha": _round(krippendorff_alpha(M, k)), "fleiss_kappa": _round(fleiss_kappa(M, k)),
                     "mean_cohen_kappa": _round(float(np.mean(kappas))) if kappas else None,

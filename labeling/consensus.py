@@ -151,7 +151,7 @@ def apply_consensus(store, dataset: str, method: str = "majority", *, threshold:
                             [rid, label, ref, who, now(), meth, conf])
                 changed += 1
     low.sort()
-    return {"dataset": dataset, "method": method, "threshold": threshold, "items": int(len(a.M)),
+    return {"dataset": dataset, "method": method, "threshold": threshold, "items": len(a.M),
             "multi_annotated": int(multi.sum()), "gold_set": len(rows), "changed": changed, "unchanged": same,
             "dry_run": dry_run, "ties": int(cons.tie[multi].sum()), "low_agreement": len(low),
             "low_record_ids": [rid for _, rid in low],

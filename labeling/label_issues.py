@@ -14,8 +14,8 @@ Features (`method`):
   stores them in `predictions.embedding`) + the same cross-validated head. The encoder itself saw the train
   labels, so only the head is out-of-fold: it finds fewer flips than a fully cross-validated fine-tune would.
 
-Store edge: `detect_label_issues(store, dataset, labels="gold"|"weak")` writes `store.label_issues` (a record a
-reviewer already confirmed with the same label is not flagged again); `select_issues` makes a selection with
+Store edge: `detect_label_issues(store, dataset, labels="gold"|"weak")` writes `store.label_issues` (a label a
+reviewer already reviewed is not flagged again); `select_issues` makes a selection with
 strategy `label_issues` (most suspect first); `push_issues` sends it to Label Studio: the suggested label is the
 pre-annotation, the current label is in the task data (`current_label`); a task that already exists is
 reopened for one more annotator. `labeling.studio.sync.review_issue` records the outcome (confirmed /
@@ -207,8 +207,8 @@ def detect_label_issues(store, dataset: str, *, labels: str = "gold", method: st
                 rid, label = int(ids[i]), label_set[y[i]]
                 prev = cur.execute("SELECT outcome, label FROM store.label_issues WHERE dataset = ? AND record_id = ?",
                                    [dataset, rid]).fetchall()
-                if prev and prev[0][0] == "confirmed" and prev[0][1] == label:
-                    skipped += 1                # a person already confirmed this label
+                if prev and prev[0][0] is not None and prev[0][1] == label:
+                    skipped += 1                # a person already reviewed this very label
                     continue
                 lsrc = source if labels == "weak" else str(rows[i][3])
                 cur.execute("INSERT OR REPLACE INTO store.label_issues (dataset, record_id, label, label_source, "
@@ -221,9 +221,9 @@ def detect_label_issues(store, dataset: str, *, labels: str = "gold", method: st
                  for c, lab in enumerate(label_set)}
     text = {r[0]: r[1] for r in rows}
     return {"dataset": dataset, "labels": labels, "label_source": source, "method": method, "features": feature,
-            "rows": int(len(y)), "folds": int(min(folds, np.bincount(y)[np.bincount(y) > 0].min())), "flagged": int(found.mask.sum()),
+            "rows": len(y), "folds": int(min(folds, np.bincount(y)[np.bincount(y) > 0].min())), "flagged": int(found.mask.sum()),
             "flagged_fraction": round(float(found.mask.mean()), 4), "stored": written,
-            "already_confirmed": skipped, "dry_run": dry_run,
+            "already_reviewed": skipped, "dry_run": dry_run,
             "out_of_fold_accuracy": round(float((probs.argmax(axis=1) == y).mean()), 4), "per_label": per_label,
             "suspects": [{"record_id": int(ids[i]), "label": label_set[y[i]],
                           "suggested": label_set[found.suggested[i]], "score": round(float(found.score[i]), 4),

@@ -303,7 +303,7 @@ def push_selection(store: Store, selection_id: str, *, run_id: str | None = None
     dataset, sel_run, n_selected = meta[0]
     if store.one("SELECT count(*) FROM store.selections WHERE selection_id = ? AND strategy = 'label_issues'",
                  [selection_id]):
-        from labeling.label_issues import push_issues   # a review of suspect labels, not a labeling round
+        from labeling.label_issues import push_issues  # a review of suspect labels, not a labeling round
 
         return push_issues(store, selection_id, client=client, batch_size=batch_size)
     run_id = run_id or sel_run
