@@ -34,7 +34,20 @@ from api import jobs as jobs_mod
 from api import rounds as rounds_mod
 from api.deps import ApiError, AppState
 from api.jobs import StudioFactory
-from api.routes import datasets, health, jobs, keys, labeling, ml_backend, quality, rounds, runs, splits, sql, webhooks
+from api.routes import (
+    datasets,
+    health,
+    jobs,
+    keys,
+    labeling,
+    ml_backend,
+    quality,
+    rounds,
+    runs,
+    splits,
+    sql,
+    webhooks,
+)
 from api.security import AuditWriter, HostPolicy, KeyRing, SecurityMiddleware, clean_stale_uploads
 from curation import errors as E
 from curation.settings import Settings
