@@ -59,7 +59,6 @@ _STATEFUL = {"current_setting", "getvariable", "getenv", "nextval", "currval", "
              "current_query_id", "current_database", "current_catalog", "current_schema", "current_schemas",
              "current_connection_id", "current_transaction_id", "in_search_path", "json_serialize_plan",
              "write_log", "sleep_ms", "pg_sleep", "get_block_size", "version", "parse_duckdb_log_message"}
-# the expression-only rule (SQL LFs): per-record functions, no aggregates or windows, no subqueries
 _NO_SUBQUERY = "a subquery"
 
 
@@ -118,7 +117,8 @@ def _names(cte_map: dict) -> list[str]:
 
 def _walk(tree: object, *, views: Iterable[str], columns: Iterable[str] | None = None) -> None:
     """Refuse any part of the parse tree outside the positive lists. `columns` set: the expression-only rule of
-    SQL LFs (no table references, subqueries, aggregates or windows; column references only to `columns`)."""
+    SQL LFs (no table references, subqueries or plain aggregates; column references only to `columns`; window
+    functions are allowed: they see the records the LF set is applied to, nothing else)."""
     allowed, aggregates = _builtin_functions()
     views = {v.lower() for v in views}
     cols = None if columns is None else {c.lower() for c in columns}
@@ -221,7 +221,7 @@ def _check_record_expression(node: dict, cls: str, cols: set[str], aggregates: f
     if cls == "SUBQUERY":
         raise SqlRefused(f"refused: {_NO_SUBQUERY}; an expression sees one record's columns only, never other "
                          "tables")
-    if cls in ("WINDOW", "STAR", "POSITIONAL_REFERENCE"):
+    if cls in ("STAR", "POSITIONAL_REFERENCE"):
         raise SqlRefused(f"refused: {cls.lower()}; an expression is computed from one record's columns only")
     if cls == "FUNCTION" and str(node.get("function_name", "")).lower() in aggregates:
         raise SqlRefused(f"refused: aggregate {node['function_name']}(); an expression sees one record only")
@@ -262,7 +262,7 @@ def check_statement(query: str, *, views: Iterable[str] = VIEWS) -> None:
 
 def check_expression(expr: str, columns: Iterable[str]) -> None:
     """Refuse anything but one per-record expression over `columns` (SQL LFs): the same parser-based rule as user
-    SQL, plus no table references, subqueries, aggregates or windows."""
+    SQL, plus no table references, subqueries or plain aggregates (a window over the applied records is fine)."""
     sql = f"SELECT ({expr}) AS x"
     if _statement_kind(sql) != "SELECT":
         raise SqlRefused("refused: not one expression")

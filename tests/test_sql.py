@@ -173,8 +173,9 @@ def test_sql_lf_expression_rule():
     cols = ["text", "meta", "group"]
     check_expression("length(text) < 20 AND \"group\" IS NULL AND meta->>'$.k' = 'v'", cols)
     check_expression("list_any_value(list_filter(string_split(text, ' '), lambda w: length(w) > 3)) IS NOT NULL", cols)
+    check_expression("row_number() OVER (PARTITION BY lower(text) ORDER BY meta) > 1", cols)  # over the records
     for bad in ["exists(FROM store.gold_labels)", "text IN (SELECT text FROM records)", "label = 'spam'",
-                "count(*) > 1", "row_number() OVER () = 1", "true) AS x FROM store.gold_labels --",
+                "count(*) > 1", "row_number() OVER (PARTITION BY label) = 1", "true) AS x FROM store.gold_labels --",
                 "true) AS x, (SELECT 1", "current_setting('threads') IS NULL", "r.text = 'x'"]:
         with pytest.raises(SqlRefused):
             check_expression(bad, cols)
@@ -229,3 +230,11 @@ def test_sql_gate_bounds_concurrent_queries():
     with gate.slot():
         assert gate.try_acquire() and not gate.try_acquire()
         gate.release()
+
+
+def test_the_store_file_itself_cannot_be_read(store):
+    for fn in ("read_blob", "read_text", "read_duckdb"):
+        with pytest.raises(SqlRefused, match="refused"):
+            run_sql(store, f"SELECT * FROM {fn}('{store.path.resolve()}')")
+    with pytest.raises(SqlRefused, match="refused"):
+        run_sql(store, f"SELECT * FROM '{store.path.resolve()}'")

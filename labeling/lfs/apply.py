@@ -79,6 +79,7 @@ def plan(lfs: Sequence[LF], labels: Sequence[str]) -> Plan:
     check_names(lfs)
     label_idx: list[int | None] = []
     engines, reasons, exprs = [], [], {}
+    translating = 0.0  # seconds spent translating the regexes of guarded LFs (bounded: an upload cannot burn CPU)
     for j, lf in enumerate(lfs):
         label_idx.append(None if (isinstance(lf, PythonLF) and lf.label is None)
                          else resolve_label(lf.name, lf.label, labels))
@@ -89,10 +90,17 @@ def plan(lfs: Sequence[LF], labels: Sequence[str]) -> Plan:
             if lf.engine == "python":
                 engines.append("python"), reasons.append("engine='python' requested")
                 continue
+            t0 = time.perf_counter()
             try:
                 cond, why = regex_sql(lf.pattern, lf.flags, column=f'"{lf.field}"'), None
             except Untranslatable as e:
                 cond, why = None, str(e)
+            if lf.timeout_s is not None:
+                translating += time.perf_counter() - t0
+                if translating > lf.timeout_s:
+                    raise LFDefinitionError(f"LF {lf.name!r}: translating the file's regexes took over "
+                                            f"{lf.timeout_s:g} s (CURATE_LF_REGEX_TIMEOUT_S); use fewer or simpler "
+                                            "patterns")
             if cond is None:
                 if lf.engine == "sql":
                     raise LFDefinitionError(f"LF {lf.name!r}: pattern {lf.pattern!r} cannot run in DuckDB with "
@@ -115,19 +123,25 @@ def check_sql_exprs(cur: Any, p: Plan, relation: str) -> None:
     """Each SQL LF must be one boolean expression that DuckDB binds over the record columns."""
     import duckdb
 
+    from curation.errors import SqlRefused
+    from curation.sql import check_expression
+
     for j, lf in enumerate(p.lfs):
         if not isinstance(lf, SqlLF):
             continue
-        if re.search(r"\bselect\b", re.sub(r"'(?:[^']|'')*'", "''", lf.expr), re.IGNORECASE):
-            raise LFDefinitionError(f"SQL LF {lf.name!r}: {lf.expr!r} has a subquery; an SQL LF sees one record's "
-                                    f"columns ({', '.join(RECORD_COLUMNS)}) and never other tables (gold labels)")
-        try:
-            stmts = duckdb.extract_statements(f"SELECT ({lf.expr}) AS x")
-        except duckdb.Error as e:
-            raise LFDefinitionError(f"SQL LF {lf.name!r}: {lf.expr!r} must be one boolean expression; DuckDB's "
-                                    f"parser says: {str(e).splitlines()[0]}") from None
-        if len(stmts) != 1 or stmts[0].type != duckdb.StatementType.SELECT:
-            raise LFDefinitionError(f"SQL LF {lf.name!r}: {lf.expr!r} must be one boolean expression")
+        try:  # DuckDB's own parse, the same positive lists as user SQL, and no tables at all
+            check_expression(lf.expr, RECORD_COLUMNS)
+        except SqlRefused as e:
+            why = str(e).removeprefix("refused: ")
+            if "subquery" in why or "table reference" in why:
+                raise LFDefinitionError(f"SQL LF {lf.name!r}: {lf.expr!r} has a subquery or table reference; an "
+                                        f"SQL LF sees one record's columns ({', '.join(RECORD_COLUMNS)}) and never "
+                                        "other tables (gold labels)") from None
+            if why.startswith("column"):
+                raise LFDefinitionError(f"SQL LF {lf.name!r}: {lf.expr!r} does not run over the records: "
+                                        f"{why}") from None
+            raise LFDefinitionError(f"SQL LF {lf.name!r}: {lf.expr!r} must be one boolean expression over one "
+                                    f"record: {why}") from None
         try:
             cur.execute(f"SELECT ({lf.expr})::BOOLEAN FROM ({relation}) LIMIT 0").fetchall()
         except duckdb.Error as e:
@@ -207,6 +221,8 @@ def run_python(lf: LF, fixed: int | None, rows: list[Row], labels: Sequence[str]
     """One LF over a batch of rows. A raise is counted (fault-tolerant) or stops the run naming LF and record."""
     out = np.full(len(rows), ABSTAIN, dtype=np.int16)
     is_regex = isinstance(lf, RegexLF)
+    if is_regex and lf.timeout_s is not None:  # type: ignore[union-attr]
+        return _run_guarded(lf, fixed, rows)  # type: ignore[arg-type]
     for i, x in enumerate(rows):
         try:
             if is_regex:
@@ -222,6 +238,21 @@ def run_python(lf: LF, fixed: int | None, rows: list[Row], labels: Sequence[str]
             faults[j] += 1
             examples.setdefault(lf.name, f"record {x.record_id}: {msg}")
     return out
+
+
+def _run_guarded(lf: RegexLF, fixed: int | None, rows: list[Row]) -> np.ndarray:
+    """A regex LF from an uploaded file on the Python path: in a killable worker, under its time budget."""
+    from labeling.lfs.guard import RegexTimeout, search_in_worker
+
+    try:
+        hits = search_in_worker(lf.pattern, lf.flags, [getattr(x, lf.field) for x in rows], lf.timeout_s or 0)
+    except RegexTimeout as e:
+        first = rows[0].record_id if rows else None
+        raise LFRuntimeError(f"LF {lf.name!r}: its regex {lf.pattern!r:.80} {e} (records from {first}): Python's "
+                             "engine backtracks on it. Rewrite it so it runs in DuckDB (no lookaround or "
+                             "backreference), or raise CURATE_LF_REGEX_TIMEOUT_S") from None
+    fires = (hits == 0) if lf.negate else (hits == 1)  # a missing field (-1) abstains either way
+    return np.where(fires, fixed, ABSTAIN).astype(np.int16)
 
 
 def with_text_fields(cur: Any, relation: str) -> str:

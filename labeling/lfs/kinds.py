@@ -74,6 +74,9 @@ class RegexLF(LF):
     case_sensitive: bool = False
     whole_word: bool = True
     field: str = "text"  # the column it reads: text | prompt | response
+    # set for LFs from files that come from elsewhere (declarative uploads): on the Python path the regex runs in
+    # a killable worker process, at most this many seconds per batch (labeling.lfs.guard); not in the definition
+    timeout_s: float | None = None
 
     @property
     def kind(self) -> str:  # type: ignore[override]
