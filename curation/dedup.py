@@ -356,6 +356,18 @@ def _run_pairs_numpy(packed: np.ndarray, mask: np.uint64, max_bucket: int) -> np
     return np.concatenate(out) if out else np.empty((0, 2), dtype=np.int64)
 
 
+def run_pairs(packed: np.ndarray, mask: np.uint64, max_bucket: int) -> np.ndarray:
+    """Pairs of members (low `mask` bits) of each bucket (the high bits) of sorted packed values: every pair of
+    a bucket, or each member with its next `max_bucket - 1` members in a larger one. (m, 2) int64, a < b."""
+    kern = _kernels()
+    if kern is None:
+        return _run_pairs_numpy(packed, mask, max_bucket)
+    k = kern._run_pairs(packed, mask, max_bucket, np.empty((0, 2), dtype=np.int64), True)
+    part = np.empty((k, 2), dtype=np.int64)
+    kern._run_pairs(packed, mask, max_bucket, part, False)
+    return part
+
+
 def candidate_pairs_from_keys(keys: np.ndarray, *, max_bucket: int = 100, valid: np.ndarray | None = None,
                               sig: np.ndarray | None = None, min_agreement: int = 0) -> np.ndarray:
     """Distinct row pairs (a < b, int64 (m, 2), sorted) that share a band key in any band of `keys` ((bands, n)
@@ -687,14 +699,43 @@ def connected_components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return first[labels]
 
 
+def _near_local(texts_for_shingles: pl.Series, config: DedupConfig, stats: dict, timings: dict, cpu: dict,
+                step: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Near-duplicate candidates in-process: shingles -> signatures -> band keys -> prefiltered candidates."""
+    bands, rws = config.banding()
+    t, c = time.perf_counter(), time.process_time()
+    tok, offsets = shingle_hashes(texts_for_shingles, config.shingle, config.shingle_size)
+    timings["shingle_s"] = time.perf_counter() - t
+    cpu["shingle_s"] = time.process_time() - c
+    step("shingle")
+    t, c = time.perf_counter(), time.process_time()
+    sig = minhash_signatures(tok, offsets, bands * rws, config.seed)
+    timings["minhash_s"] = time.perf_counter() - t
+    cpu["minhash_s"] = time.process_time() - c
+    step("minhash")
+    t, c = time.perf_counter(), time.process_time()
+    valid = offsets[1:] > offsets[:-1]
+    est = prefilter_estimate(config.threshold, bands * rws)
+    cand, n_pairs = _candidate_search(band_keys(sig, bands, rws), config.max_bucket, valid, sig,
+                                      math.ceil(est * bands * rws - 1e-9))
+    del sig
+    stats.update({"lsh_docs": int(valid.sum()), "lsh_pairs": n_pairs, "prefilter_estimate": round(est, 4),
+                  "lsh_flagged": _n_docs(cand)})
+    timings["lsh_s"] = time.perf_counter() - t
+    cpu["lsh_s"] = time.process_time() - c
+    step("lsh")
+    return tok, offsets, cand
+
+
 def _empty_pairs() -> pl.DataFrame:
     return pl.DataFrame(schema={"a": pl.Int64, "b": pl.Int64, "kind": pl.String, "similarity": pl.Float64})
 
 
 def find_duplicates(texts: pl.Series | Sequence[str], groups: pl.Series | Sequence[str | None] | None = None,
                     config: DedupConfig | None = None, *, near: bool = True,
-                    progress: Callable[[str], None] | None = None) -> Duplicates:
-    """Exact, near-duplicate and group edges over `texts` (row i = texts[i]) and their connected components."""
+                    progress: Callable[[str], None] | None = None, engine=None) -> Duplicates:
+    """Exact, near-duplicate and group edges over `texts` (row i = texts[i]) and their connected components.
+    `engine` ('ray' or a `curation.engine.Engine`): the near-duplicate stage runs on Ray (same pairs)."""
     config = config or DedupConfig()
     step = progress or (lambda name: None)
     timings: dict[str, float] = {}
@@ -719,35 +760,25 @@ def find_duplicates(texts: pl.Series | Sequence[str], groups: pl.Series | Sequen
         edges.append(pl.DataFrame({"a": rep_of_row[ex], "b": ex, "kind": "exact", "similarity": 1.0}))
     stats: dict = {"rows": n, "unique_texts": reps.height, "exact_duplicate_rows": len(ex)}
     if near and reps.height >= 2:
-        bands, rws = config.banding()
         t, c = time.perf_counter(), time.process_time()
         texts_for_shingles = reps["norm"]
         if config.template_aware:
             texts_for_shingles, tstats = strip_templates(reps["norm"], config)
             stats.update(tstats)
-        tok, offsets = shingle_hashes(texts_for_shingles, config.shingle, config.shingle_size)
-        timings["shingle_s"] = time.perf_counter() - t
-        cpu["shingle_s"] = time.process_time() - c
-        step("shingle")
-        t, c = time.perf_counter(), time.process_time()
-        sig = minhash_signatures(tok, offsets, bands * rws, config.seed)
-        timings["minhash_s"] = time.perf_counter() - t
-        cpu["minhash_s"] = time.process_time() - c
-        step("minhash")
-        t, c = time.perf_counter(), time.process_time()
-        valid = offsets[1:] > offsets[:-1]
-        est = prefilter_estimate(config.threshold, bands * rws)
-        cand, n_pairs = _candidate_search(band_keys(sig, bands, rws), config.max_bucket, valid, sig,
-                                          math.ceil(est * bands * rws - 1e-9))
-        del sig
-        stats.update({"lsh_docs": int(valid.sum()), "lsh_pairs": n_pairs, "prefilter_estimate": round(est, 4),
-                      "lsh_flagged": _n_docs(cand)})
-        timings["lsh_s"] = time.perf_counter() - t
-        cpu["lsh_s"] = time.process_time() - c
-        step("lsh")
-        t, c = time.perf_counter(), time.process_time()
-        near_pairs, sim, vstats = verify(tok, offsets, cand, config.threshold)   # prefiltered above
-        stats.update({k: v for k, v in vstats.items() if k != "lsh_pairs"})
+        if engine is not None and engine != "local":   # the same core per block on Ray (curation.engine)
+            from curation.engine import ray_near_pairs
+
+            tok, offsets, near_pairs, sim, rstats = ray_near_pairs(texts_for_shingles, config, engine)
+            stats.update(rstats)
+            timings["near_ray_s"] = time.perf_counter() - t
+            cpu["near_ray_s"] = time.process_time() - c
+            step("verify")
+            t, c = time.perf_counter(), time.process_time()
+        else:
+            tok, offsets, cand = _near_local(texts_for_shingles, config, stats, timings, cpu, step)
+            t, c = time.perf_counter(), time.process_time()
+            near_pairs, sim, vstats = verify(tok, offsets, cand, config.threshold)   # prefiltered above
+            stats.update({k: v for k, v in vstats.items() if k != "lsh_pairs"})
         rep_rows = reps["rep"].to_numpy()
         if len(near_pairs):
             edges.append(pl.DataFrame({"a": rep_rows[near_pairs[:, 0]], "b": rep_rows[near_pairs[:, 1]],

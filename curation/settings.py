@@ -1,6 +1,7 @@
 """Typed settings. Read once, explicitly (`Settings()`), never at import."""
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,6 +43,11 @@ class Settings(BaseSettings):
                                    "(the round's pull reconciles what Label Studio could not deliver)")
     sql_max_concurrent: int = Field(4, ge=1, description="SQL queries run at once by the server; 429 beyond")
     max_active_jobs: int = Field(8, ge=1, description="queued or running jobs per kind; 429 beyond")
+    engine: Literal["local", "ray", "auto"] = Field("auto", description="where heavy stages run (LF application, "
+                                                    "near-duplicates, scoring, tune): auto = ray when ray_address "
+                                                    "is set, else local (CURATE_ENGINE)")
+    ray_address: str | None = Field(None, description="a Ray cluster to join, host:port of its head "
+                                    "(CURATE_RAY_ADDRESS); unset with engine=ray: a local Ray on 127.0.0.1")
     auto_migrate: bool = Field(True, description="migrate an older store on open, after a backup copy; "
                                "false: refuse and name `curate migrate` (CURATE_AUTO_MIGRATE)")
 

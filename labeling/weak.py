@@ -126,8 +126,9 @@ def _unchanged(store: Store, lf_set_id: str, n: int, mx: int, state: str | None 
 # -- apply ----------------------------------------------------------------------------------------------
 def apply_lfs(store: Store, dataset: str, lfs: str | Path | Sequence[LF], *, fault_tolerant: bool = False,
               force: bool = False, batch_size: int = 20_000,
-              progress: Callable[[int], None] | None = None) -> dict:
+              progress: Callable[[int], None] | None = None, engine: Any = None) -> dict:
     """Apply an LF file (or a list of LFs) to every record of `dataset` and store the sparse votes.
+    `engine`: None / 'local' in-process, 'ray' (or an `Engine`) per block on Ray; the votes are the same.
 
     Returns a dict: lf_set_id, version, status ('applied' | 'unchanged'), records, votes, and per LF its
     engine, records fired on and faults. Re-applying an unchanged set to unchanged records does nothing.
@@ -152,7 +153,7 @@ def apply_lfs(store: Store, dataset: str, lfs: str | Path | Sequence[LF], *, fau
         log.info("LF set %s already applied to the same %d records: nothing to do", lf_set_id, n)
         return prev | {"status": "unchanged"}
     res = label_matrix(store.con, _records_relation(dataset, task), lf_list, labels, fault_tolerant=fault_tolerant,
-                       batch_size=batch_size, progress=progress)
+                       batch_size=batch_size, progress=progress, engine=engine)
     result = {
         "dataset": dataset, "task": task, "labels": labels, "lf_set_id": lf_set_id, "version": version,
         "source": source, "status": "applied", **({"data_state": state} if state else {}),

@@ -168,8 +168,10 @@ def run_row(store, run_id: str) -> dict:
 
 
 def score(store, run_id: str, dataset: str | None = None, include_labeled: bool = False,
-          progress: Progress | None = None, *, batch_size: int | None = None, device: str = "auto") -> dict:
+          progress: Progress | None = None, *, batch_size: int | None = None, device: str = "auto",
+          engine=None) -> dict:
     """Score the pool of `dataset` (default: the run's) with run `run_id` and write `store.predictions`.
+    `engine` ('ray' or a `curation.engine.Engine`): an actor pool scores the pool, the writer merges.
 
     The pool is the dataset's ingested records (not augmented copies) without a gold label; `include_labeled`
     scores every record. Earlier predictions of this run for these records are replaced."""
@@ -177,6 +179,11 @@ def score(store, run_id: str, dataset: str | None = None, include_labeled: bool 
 
     from curation.store import now
 
+    if store.one("SELECT task FROM store.runs WHERE run_id = ?", [run_id]) == "sft":
+        # an SFT run: response losses → store.response_scores
+        from training.sft_runs import score_sft
+
+        return score_sft(store, run_id, dataset, include_labeled, progress, batch_size=batch_size, device=device)
     run = run_row(store, run_id)
     dataset = dataset or run["dataset"]
     ds = store.dataset(dataset)
@@ -188,7 +195,11 @@ def score(store, run_id: str, dataset: str | None = None, include_labeled: bool 
                        f"USING (record_id) WHERE r.dataset = ? AND r.origin = 'ingest' {where} ORDER BY r.record_id",
                        [dataset])
     t0 = time.perf_counter()
-    if pool.height:
+    if pool.height and engine is not None and engine != "local":
+        from curation.engine import ray_score
+
+        probs, embs = ray_score(run["run_dir"], pool, batch_size=batch_size, device=device, engine=engine)
+    elif pool.height:
         probs, embs = loaded.predict(pool["text"].to_list(), embeddings=True, batch_size=batch_size,
                                      progress=progress)
     else:  # nothing unlabeled left: an empty scoring, not an error

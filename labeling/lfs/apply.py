@@ -267,13 +267,19 @@ def with_text_fields(cur: Any, relation: str) -> str:
 
 def label_matrix(con: Any, relation: str, lfs: Sequence[LF], labels: Sequence[str], *,
                  fault_tolerant: bool = False, batch_size: int = 20_000,
-                 progress: Callable[[int], None] | None = None) -> MatrixResult:
+                 progress: Callable[[int], None] | None = None, engine: Any = None) -> MatrixResult:
     """Apply LFs to the records `relation` (a SELECT over RECORD_COLUMNS; `prompt`/`response` may be missing,
     see `with_text_fields`) on a DuckDB connection.
 
     SQL-engine LFs run as one vectorised query; the rest stream through Python in batches of `batch_size`.
-    Returns the dense matrix (rows ordered by record_id, int16, -1 = abstain).
+    Returns the dense matrix (rows ordered by record_id, int16, -1 = abstain). `engine` ('ray' or a
+    `curation.engine.Engine`): this same function runs per block of a Parquet snapshot on Ray.
     """
+    if engine is not None and engine != "local":
+        from curation.engine import ray_label_matrix
+
+        return ray_label_matrix(con, relation, lfs, labels, fault_tolerant=fault_tolerant, batch_size=batch_size,
+                                engine=engine, progress=progress)
     p = plan(lfs, labels)
     m = len(lfs)
     times: dict[str, float] = {}
