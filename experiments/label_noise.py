@@ -34,7 +34,7 @@ TEAM = (0.95, 0.9, 0.7)
 
 def load() -> dict:
     rows = [json.loads(x) for x in WRENCH.read_text().splitlines() if x.strip()]
-    from experiments.active_learning import embed_cached      # cached under build/cache/
+    from experiments.active_learning import embed_cached  # cached under build/cache/
 
     X = embed_cached([r["text"] for r in rows])
     split = np.array([r["split"] for r in rows])
@@ -55,7 +55,7 @@ def noise_run(d: dict, seed: int, rate: float) -> dict:
     X, y = d["X"][tr], d["y"][tr]
     Xt, yt = d["X"][te], d["y"][te]
     flipped = np.zeros(len(y), bool)
-    flipped[rng.choice(len(y), int(round(rate * len(y))), replace=False)] = True
+    flipped[rng.choice(len(y), round(rate * len(y)), replace=False)] = True
     noisy = np.where(flipped, 1 - y, y)
     t0 = time.perf_counter()
     probs = out_of_fold_probs(X, noisy, 2, folds=5, seed=seed)

@@ -63,7 +63,7 @@ def noisy_store(store, monkeypatch):
 def test_detect_store_select_and_review(noisy_store):
     from labeling.studio.sync import review_issue
 
-    store, ids, flipped = noisy_store
+    store, _ids, flipped = noisy_store
     r = li.detect_label_issues(store, "yt")
     found = {s["record_id"] for s in r["suspects"]}
     assert flipped <= found and r["stored"] == r["flagged"] and len(found) <= 6
@@ -72,7 +72,7 @@ def test_detect_store_select_and_review(noisy_store):
     assert sel["strategy"] == "label_issues" and len(sel["record_ids"]) == 2
     assert set(sel["record_ids"]) <= found
     rid = sel["record_ids"][0]
-    current, suggested = store.query("SELECT label, suggested FROM store.label_issues WHERE record_id = ?", [rid])[0]
+    _current, suggested = store.query("SELECT label, suggested FROM store.label_issues WHERE record_id = ?", [rid])[0]
     with store.transaction() as cur:
         assert review_issue(cur, rid, suggested) == "corrected"
         assert review_issue(cur, rid, suggested) is None                 # reviewed once
@@ -88,7 +88,7 @@ def test_detect_store_select_and_review(noisy_store):
 
 
 def test_detect_weak_labels(noisy_store):
-    store, ids, flipped = noisy_store
+    store, _ids, flipped = noisy_store
     with store.transaction() as cur:
         cur.execute("INSERT INTO store.label_models (model_id, dataset, lf_set_id, kind, created_at) "
                     "VALUES ('lm1', 'yt', 'lf1', 'majority', now())")
@@ -104,7 +104,7 @@ def test_cli_and_api(noisy_store, tmp_path, monkeypatch):
 
     from cli import app
 
-    store, ids, flipped = noisy_store
+    store, _ids, flipped = noisy_store
     db = store.settings.db
     store.close()
     runner = CliRunner()
@@ -129,7 +129,7 @@ def test_api_routes(noisy_store, monkeypatch):
     from api.app import create_app
     from curation.settings import Settings
 
-    store, ids, flipped = noisy_store
+    store, _ids, flipped = noisy_store
     db = store.settings.db
     store.close()
     with TestClient(create_app(Settings(db=db)), base_url="http://127.0.0.1:8000") as c:

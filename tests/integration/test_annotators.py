@@ -85,7 +85,7 @@ def test_two_annotators_per_task_consensus_and_send_back(store, studio, labelstu
     assert set(cons["low_record_ids"]) == spam_for_b and cons["ties"] == 2
     sent = send_back(store, name, cons["low_record_ids"], studio)
     assert sent["sent_back"] == 2
-    c, cc = _annotator(labelstudio, "ann-c")
+    _, cc = _annotator(labelstudio, "ann-c")
     try:
         got_c = _label_all(cc, pid, lambda t: "spam")
         assert len(got_c) == 2                                           # only the reopened tasks
