@@ -35,7 +35,7 @@ demo: install labelstudio
 	$(BIN)/python -m examples.demo
 
 bench: install
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 experiments: install
 	$(BIN)/python -m experiments.weak_supervision

@@ -27,7 +27,7 @@ import time
 import numpy as np
 import polars as pl
 
-from benchmarks.common import timer, youtube
+from benchmarks.common import figure, timer, youtube
 from curation.dedup import DedupConfig, find_duplicates, jaccard, shingle_hashes
 from curation.normalize import normalise_series
 
@@ -268,7 +268,18 @@ def main(argv: list[str] | None = None) -> dict:
           f"recall {q['ours_all']['recall']:.4f} on the sample, {planted_recall:.4f} on planted pairs "
           f"(goal >= 0.95: {'met' if min(q['ours_all']['recall'] or 0, planted_recall) >= 0.95 else 'not met'}); "
           f"precision of verified edges 1.0 by construction, of one block's components {sample_prec:.4f}")
+    summary = [
+        figure(f"near-duplicates of {n:,} texts, end to end", t_all["s"], "s",
+               baseline=ds_extrapolated, baseline_name="datasketch MinHashLSH, extrapolated",
+               goal=("value", "<=", 20.0) if n >= 1_000_000 else None,
+               note=f"CPU {cpu_all:.1f} s, load {load0:.1f}"),
+        figure("near-duplicates: recall on planted pairs (J ≥ threshold)", planted_recall, "",
+               goal=("value", ">=", 0.95)),
+        figure("near-duplicates: recall on the exact-Jaccard sample", q["ours_all"]["recall"], "",
+               goal=("value", ">=", 0.95)),
+    ]
     return {
+        "figures": summary,
         "rows": n, "block": block, "planted_pairs": len(planted), "config": config.as_dict(),
         "ours_seconds": t_all["s"], "ours_runs_seconds": [r[0] for r in runs], "ours_cpu_seconds": cpu_all,
         "baseline_datasketch_extrapolated_seconds": ds_extrapolated,

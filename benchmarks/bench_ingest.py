@@ -13,7 +13,7 @@ import time
 
 import duckdb
 
-from benchmarks.common import WORK, ratio_line, sample_comments, timer
+from benchmarks.common import WORK, figure, ratio_line, sample_comments, timer
 from curation.ingest import FieldMap, ingest
 from curation.settings import Settings
 from curation.store import Store
@@ -77,6 +77,12 @@ def main(argv: list[str] | None = None) -> dict:
                         "bare_cpu_s": base_cpu, "cpu_cost_ratio": cpu_ratio, "goal_ratio": GOAL,
                         "meets_goal": ratio <= GOAL, "ours_rows_per_s": n / ours_s, "bare_rows_per_s": n / base_s}
     shutil.rmtree(work, ignore_errors=True)
+    figures["figures"] = [
+        figure(f"ingest {n:,} rows {fmt}, {kind}", figures[fmt][f"ours{sfx}_s"], "s",
+               baseline=figures[fmt][f"bare{sfx}_s"], baseline_name=f"bare {reader}",
+               goal=("ratio", "<=", GOAL))
+        for fmt, reader in (("csv", "read_csv"), ("parquet", "read_parquet"))
+        for kind, sfx in (("wall", ""), ("CPU time", "_cpu"))]
     return figures
 
 

@@ -4,9 +4,14 @@ the summary table that `python -m benchmarks` prints)."""
 from __future__ import annotations
 
 import time
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import polars as pl
 
 ROOT = Path(__file__).resolve().parent.parent
 RAW = ROOT / "data" / "youtube-spam" / "raw"
@@ -75,10 +80,10 @@ def figure(name: str, value: float | None, unit: str, *, baseline: float | None 
 def _num(x: float | None) -> str:
     if x is None:
         return "–"
-    if x != x:                                   # NaN
+    if math.isnan(x):
         return "nan"
     a = abs(x)
-    return f"{x:,.0f}" if a >= 1000 else f"{x:.1f}" if a >= 10 else f"{x:.3g}"
+    return f"{x:,.0f}" if a >= 1000 else f"{x:.1f}" if a >= 10 else f"{x:.4g}"
 
 
 def summary_rows(figures: list[dict]) -> list[list[str]]:

@@ -402,7 +402,7 @@ def sft(sft_model: str, sizes: Sizes, device: str, lr: float = 1e-3) -> dict:
     nll = response_nll(model, tok, score_convs, batch_size=sizes.sft_score_batch, max_length=sizes.sft_max_length,
                        device=device)
     ours_score_s = time.perf_counter() - t
-    s_ids, s_labels, _ = encode_conversations(tok, score_convs, max_length=sizes.sft_max_length)
+    s_ids, _, _ = encode_conversations(tok, score_convs, max_length=sizes.sft_max_length)
     model.eval()
     t = time.perf_counter()
     naive = []
@@ -582,7 +582,7 @@ def run(args) -> dict:
             t = time.perf_counter()
             try:
                 result[name] = fn()
-            except Exception as e:  # noqa: BLE001 - one failed part is recorded; the others still run
+            except Exception as e:  # one failed part is recorded; the others still run
                 log.exception("%s failed", name)
                 result[name] = {"error": f"{type(e).__name__}: {e}"}
             result["timings_s"][name] = round(time.perf_counter() - t, 2)
