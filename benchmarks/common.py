@@ -3,8 +3,8 @@ the summary table that `python -m benchmarks` prints)."""
 
 from __future__ import annotations
 
-import time
 import math
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
