@@ -18,7 +18,7 @@ from open_data_contract_standard.model import OpenDataContractStandard
 from curation.errors import CurateError
 from data_contracts import HERE as CONTRACTS_DIR
 
-KNOWN_RULES = {"not_blank", "valid_utf8", "in_label_set", "row_shape",
+KNOWN_RULES = {"not_blank", "no_nul", "valid_utf8", "in_label_set", "row_shape",
                # instruction files (data_contracts/instruction_file.yaml, enforced by curation.instructions)
                "valid_roles", "alternating_turns", "ends_with_assistant", "max_tokens"}
 

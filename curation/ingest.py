@@ -98,15 +98,23 @@ def _check_readable(path: Path) -> None:
                              f"(e.g. `iconv -f UTF-16 -t UTF-8 {path.name} > out.csv`) and ingest that")
 
 
+# DuckDB's CSV reader rejects a WHOLE file whose line passes max_line_size (default 2 MB: "CSV Error on Line: 1");
+# with a generous bound the long row is read and the contract's maxLength quarantines that row alone
+CSV_MAX_LINE_BYTES = 64 * 2**20
+
+
 def _read_csv(path: Path, delimiter: str | None) -> Iterator[_Batch]:
     reader = duckdb.connect()  # private in-memory reader; the store's connection has no file access
     lit = str(path).replace("'", "''")
     delim = "" if delimiter is None else ", delim='" + delimiter.replace("'", "''") + "'"
     try:
         rel = reader.sql(f"SELECT * FROM read_csv('{lit}', all_varchar=true, header=true, store_rejects=true,"
-                         f" strict_mode=true{delim})")
+                         f" strict_mode=true, max_line_size={CSV_MAX_LINE_BYTES}{delim})")
         batches = rel.fetch_record_batch(BATCH_ROWS)
     except duckdb.Error as e:
+        if "Maximum line size" in str(e):
+            raise InputError(f"{path}: a row is longer than {CSV_MAX_LINE_BYTES // 2**20} MiB, the most a CSV row "
+                             "may hold; split that text, or ingest the file as JSON lines or Parquet") from None
         raise InputError(f"{path}: not readable as CSV ({str(e).splitlines()[0]}); check that it is a UTF-8 "
                          f"CSV with a header row, or pass --format") from None
     accepted = 0
@@ -315,18 +323,19 @@ def _label_expr(labels: list[str]) -> pl.Expr:
     )
 
 
-RULE_FIELDS = {"required": "text", "not_blank": "text", "max_length": "text", "in_label_set": "label",
+RULE_FIELDS = {"required": "text", "not_blank": "text", "no_nul": "text", "max_length": "text", "in_label_set": "label",
                "unique": "source_id"}
 
 
 def rule_columns(labels: list[str], max_length: int) -> tuple[pl.Expr, pl.Expr]:
     """(`label`, `rule`): the resolved label, and the first row-local rule the row breaks (null = it passes), in
-    this order: required text, not_blank, max_length, in_label_set. Cheap: no message is built here."""
+    this order: required text, not_blank, no_nul, max_length, in_label_set. Cheap: no message is built here."""
     label = _label_expr(labels)
     raw, text = pl.col("label_raw"), pl.col("text")
     bad_label = raw.is_not_null() & (raw.str.strip_chars() != "") & label.is_null()
     rule = (pl.when(text.is_null()).then(pl.lit("required"))
             .when(text.str.strip_chars().str.len_bytes() == 0).then(pl.lit("not_blank"))
+            .when(text.str.contains("\x00", literal=True)).then(pl.lit("no_nul"))
             .when(text.str.len_chars() > max_length).then(pl.lit("max_length"))
             .when(bad_label).then(pl.lit("in_label_set"))
             .otherwise(pl.lit(None, pl.String)))
@@ -339,6 +348,9 @@ def explain(df: pl.DataFrame, labels: list[str], max_length: int) -> pl.DataFram
     rule = pl.col("rule")
     msg = (pl.when(rule == "required").then(pl.lit("text is missing; give every row a text"))
            .when(rule == "not_blank").then(pl.lit("text is empty or only whitespace; drop the row or fill it"))
+           .when(rule == "no_nul").then(
+               pl.format("text holds a NUL byte (\\x00) at character {}; remove it (NUL breaks exports and "
+                         "tokenizers)", pl.col("text").str.find("\x00", literal=True).fill_null(-1) + 1))
            .when(rule == "max_length").then(
                pl.format("text has {} characters, more than the contract's maxLength {}; shorten or split it",
                          pl.col("text").str.len_chars(), pl.lit(max_length)))
@@ -353,7 +365,7 @@ def explain(df: pl.DataFrame, labels: list[str], max_length: int) -> pl.DataFram
 def check_rows(df: pl.DataFrame, labels: list[str], max_length: int) -> pl.DataFrame:
     """Vectorised row-local rules. Adds `label` (resolved), `rule`, `field`, `message` (null = row passes).
 
-    The first broken rule of a row is reported, in this order: required text, not_blank, max_length,
+    The first broken rule of a row is reported, in this order: required text, not_blank, no_nul, max_length,
     in_label_set.
     """
     return explain(df.with_columns(*rule_columns(labels, max_length)), labels, max_length)

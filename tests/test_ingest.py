@@ -239,3 +239,40 @@ def test_stored_input_hash_is_pinned(store, tmp_path, fmt):
     assert got == {i: h for i, (_, h) in enumerate(PINNED) if i not in blank}
     assert dict(store.query("SELECT source_id::INT, text FROM store.records")) == {
         i: t for i, t in enumerate(texts) if i not in blank}
+
+
+# -- issue 12, finding 9 ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("at", [1, 2])
+def test_csv_field_over_2mb_quarantines_that_row_only(store, tmp_path, at):
+    rows = ["1,hello,ham", "3,bye,spam"]
+    rows.insert(at - 1, '2,"' + "x " * 1_500_000 + '",spam')  # a 3 MB field: DuckDB's default line limit is 2 MB
+    path = tmp_path / "big.csv"
+    path.write_text("id,text,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    r = ingest(store, path, "d", fields=F, labels=LABELS)
+    assert (r.rows_read, r.accepted, r.quarantined) == (3, 2, 1)
+    assert quarantined(store, r) == [(at, "text", "max_length")]
+    assert sorted(store.query("SELECT source_row, text FROM store.records")) == [
+        (1 if at != 1 else 2, "hello"), (3, "bye")]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_nul_bytes_in_text_are_quarantined(store, tmp_path, fmt):
+    frame = pl.DataFrame({"id": ["1", "2", "3"], "text": ["fine", "bad\x00byte", "also fine"], "label": ["ham", "spam", "ham"]})
+    path = tmp_path / f"nul.{fmt}"
+    if fmt == "csv":
+        frame.write_csv(path)
+    elif fmt == "jsonl":
+        frame.write_ndjson(path)
+    else:
+        frame.write_parquet(path)
+    r = ingest(store, path, "d", fields=F, labels=LABELS)
+    assert (r.rows_read, r.accepted, r.quarantined) == (3, 2, 1)
+    assert quarantined(store, r) == [(2, "text", "no_nul")]
+    assert "NUL" in store.one("SELECT message FROM store.quarantine")
+    assert store.one("SELECT count(*) FROM store.records WHERE contains(text, chr(0))") == 0
+
+
+def test_import_contract_declares_no_nul():
+    from curation.contracts import import_contract
+
+    assert "no_nul" in import_contract().fields["text"].rules
