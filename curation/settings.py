@@ -18,10 +18,8 @@ class Settings(BaseSettings):
     sql_max_timeout_s: float = Field(300.0, gt=0, description="most seconds a caller may give a sandboxed query")
     sql_max_result_bytes: int = Field(64 * 2**20, ge=1024, description="a sandboxed query stops (SqlLimit) when "
                                       "its fetched result grows past this many bytes")
-    sql_max_concurrent: int = Field(4, ge=1, description="sandboxed queries running at once (SqlGate; the API "
-                                    "answers 429 beyond)")
-    db_memory_limit: str = Field("50%", description="DuckDB memory_limit of the store, e.g. 4GB or 50% of RAM (set at open; the "
-                                 "configuration is locked afterwards)")
+    db_memory_limit: str = Field("50%", description="DuckDB memory_limit of the store, e.g. 4GB or 50% of RAM "
+                                 "(set at open; the configuration is locked afterwards)")
     db_max_temp_size: str = Field("8GB", description="DuckDB max_temp_directory_size of the store: how much a "
                                   "query may spill to disk")
     lf_file_max_bytes: int = Field(1_000_000, ge=1, description="largest declarative LF file (YAML/JSON) loaded")
