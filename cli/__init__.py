@@ -2,7 +2,7 @@
 
 import typer
 
-from cli import contamination, keys, labeling, quality, service, splits, store, studio, training
+from cli import contamination, engine, keys, labeling, quality, service, splits, store, studio, training, tune
 
 app = typer.Typer(
     name="curate",
@@ -12,7 +12,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-COMMAND_GROUPS = (store, splits, contamination, labeling, quality, studio, training, service, keys)
+COMMAND_GROUPS = (store, splits, contamination, labeling, quality, studio, training, service, keys, engine, tune)
 for _group in COMMAND_GROUPS:
     _group.register(app)
 

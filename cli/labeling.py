@@ -18,6 +18,7 @@ from cli.common import (
     out,
     progress_bar,
 )
+from cli.engine import EngineOption, RayAddressOption
 
 
 def register(app: typer.Typer) -> None:
@@ -42,17 +43,21 @@ def lf_apply(
                                                  "(per LF) instead of stopping")] = False,
     force: Annotated[bool, typer.Option("--force", help="apply even when the set and records are unchanged")] = False,
     batch_size: Annotated[int, typer.Option(help="records per batch for Python LFs")] = 20_000,
+    engine: EngineOption = None,
+    ray_address: RayAddressOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Apply the LFs in a Python file to every record; store the votes with the LF set's version."""
+    from cli.engine import engine_for
     from labeling.weak import apply_lfs
 
     with open_store(db) as store:
         total = store.one("SELECT count(*) FROM store.records WHERE dataset = ?", [dataset])
         with progress_bar(f"lf apply {lfs.name}", total, enabled=not as_json) as bar:
             result = apply_lfs(store, dataset, lfs, fault_tolerant=fault_tolerant, force=force,
-                               batch_size=batch_size, progress=bar.advance)
+                               batch_size=batch_size, progress=bar.advance,
+                               engine=engine_for(engine, ray_address, db))
     emit(result, as_json, _render_apply)
 
 

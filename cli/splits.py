@@ -16,6 +16,7 @@ from cli.common import (
     out,
     progress_bar,
 )
+from cli.engine import EngineOption, RayAddressOption
 from curation.errors import InputError, LeakageError
 
 _STAGES = 5  # normalise, shingle, lsh, verify, components
@@ -72,6 +73,8 @@ def register(app: typer.Typer) -> None:
             "--template-aware/--no-template-aware", help="drop template text (word n-grams in many records) "
             "before comparing, and join a passage contained in a longer text (default: on for instruction "
             "datasets, off for classification)", show_default=False)] = None,
+        engine: EngineOption = None,
+        ray_address: RayAddressOption = None,
         db: DbOption = None,
         as_json: JsonOption = False,
         no_progress: NoProgressOption = False,
@@ -83,12 +86,14 @@ def register(app: typer.Typer) -> None:
             return
         if dataset is None:
             raise InputError("--dataset is required (e.g. `curate split --dataset youtube --ratios 0.8,0.1,0.1`)")
+        from cli.engine import engine_for
         from curation.splits import make_split
 
         with open_store(db) as store, progress_bar("split", _STAGES, not (as_json or no_progress)) as bar:
             rep = make_split(store, dataset, ratios, group_by=group_by, near_dup_threshold=near_dup_threshold,
                              seed=seed, from_column=from_column, shingle=shingle, k=k,
-                             template_aware=template_aware, progress=lambda stage: bar.advance())
+                             template_aware=template_aware, progress=lambda stage: bar.advance(),
+                             engine=engine_for(engine, ray_address, db))
         if as_json:
             emit(rep, True)
             return

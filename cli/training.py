@@ -16,6 +16,7 @@ from cli.common import (
     out,
     progress_bar,
 )
+from cli.engine import EngineOption, RayAddressOption
 from curation.errors import InputError
 from labeling.active.strategies import DEFAULT_STRATEGY
 from training.config import TrainConfig
@@ -104,6 +105,13 @@ def _render_run(r: dict) -> None:
                       f"ECE {m['ece']:.3f}  (n={m['n']})")
 
 
+def _engine_kw(engine, ray_address, db) -> dict:
+    from cli.engine import engine_for
+
+    e = engine_for(engine, ray_address, db)
+    return {"engine": e} if e is not None else {}
+
+
 @handle_errors
 def score(
     run: Annotated[str, typer.Option("--run", help="run id")],
@@ -111,6 +119,8 @@ def score(
     all_records: Annotated[bool, typer.Option("--all", help="score labeled records too")] = False,
     batch_size: Annotated[int | None, typer.Option(help="inference batch size (default: the run's)")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    engine: EngineOption = None,
+    ray_address: RayAddressOption = None,
     no_progress: NoProgressOption = False,
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -121,7 +131,7 @@ def score(
     _quiet_transformers()
     with open_store(db) as store, progress_bar(f"score {run}", enabled=not (as_json or no_progress)) as bar:
         result = run_score(store, run, dataset, include_labeled=all_records, progress=bar.update,
-                           batch_size=batch_size, device=device)
+                           batch_size=batch_size, device=device, **_engine_kw(engine, ray_address, db))
     emit(result, as_json, lambda r: kv_table(r, title="score"))
 
 

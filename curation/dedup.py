@@ -772,7 +772,8 @@ def find_duplicates(texts: pl.Series | Sequence[str], groups: pl.Series | Sequen
             stats.update(rstats)
             timings["near_ray_s"] = time.perf_counter() - t
             cpu["near_ray_s"] = time.process_time() - c
-            step("verify")
+            for name in ("shingle", "minhash", "lsh", "verify"):
+                step(name)
             t, c = time.perf_counter(), time.process_time()
         else:
             tok, offsets, cand = _near_local(texts_for_shingles, config, stats, timings, cpu, step)

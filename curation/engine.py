@@ -217,6 +217,13 @@ def write_partitions(table, folder: Path, parts: int) -> list[Path]:
     return paths
 
 
+def _read(ray, folder: Path):
+    """A stage snapshot as a Ray dataset of one block per file (Ray would merge small files into one read task,
+    and one block is one busy worker)."""
+    files = sorted(str(f) for f in folder.glob("*.parquet"))
+    return ray.data.read_parquet(files, override_num_blocks=len(files))
+
+
 def read_results(folder: Path):
     """The Parquet files a stage's workers wrote, as one Arrow table (any order)."""
     import pyarrow as pa
@@ -290,7 +297,7 @@ def ray_label_matrix(con, relation: str, lfs: Sequence, labels: Sequence[str], *
         times["snapshot"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         if n:
-            ds = ray.data.read_parquet(str(work / "in"))
+            ds = _read(ray, work / "in")
             ds.map_batches(_label_block, batch_size=batch_size, batch_format="pyarrow", num_cpus=0.5,
                            fn_kwargs={"lfs": list(lfs), "labels": list(labels), "fault_tolerant": fault_tolerant}
                            ).write_parquet(str(work / "out"))
@@ -448,7 +455,7 @@ def ray_near_pairs(norm_texts, config, engine: Engine | str | None = "ray"):
         write_partitions(tbl, work / "in", parts)
         timings["snapshot_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        sigs = ray.data.read_parquet(str(work / "in")).map_batches(
+        sigs = _read(ray, work / "in").map_batches(
             _sig_block, batch_size=None, batch_format="pyarrow", num_cpus=0.5,
             fn_kwargs={"config": config}).materialize()
         timings["signatures_s"] = time.perf_counter() - t0
@@ -552,7 +559,7 @@ def ray_score(run_dir: str, pool, *, batch_size: int | None = None, device: str 
     work = stage_dir(engine, "score")
     try:
         write_partitions(tbl, work / "in", n_partitions(engine, n, ray))
-        ray.data.read_parquet(str(work / "in")).map_batches(
+        _read(ray, work / "in").map_batches(
             _Scorer, batch_size=max(256, (batch_size or 128) * 4), batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=size),
             fn_constructor_kwargs={"run_dir": str(run_dir), "device": "cuda" if use_gpu else "cpu",

@@ -309,7 +309,7 @@ def _reasons(dups: Duplicates, n: int) -> list[str]:
 
 
 def _compute(store: Store, dataset: str, *, group_by: str | None, config: DedupConfig, from_column: str | None,
-             progress: Callable[[str], None] | None) -> dict:
+             progress: Callable[[str], None] | None, engine=None) -> dict:
     """Load the dataset and find the components of its ingested records; augmented rows follow their parent."""
     df, model = _load(store, dataset, group_by=group_by, from_column=from_column)
     if df.height == 0:
@@ -319,7 +319,8 @@ def _compute(store: Store, dataset: str, *, group_by: str | None, config: DedupC
     if group_by and base["grp"].null_count() == base.height:
         raise InputError(f"--group-by {group_by}: no record of {dataset!r} has a value there; use 'group' "
                          "(the ingest's --group-field) or a metadata field the records carry")
-    dups = find_duplicates(base["text"], base["grp"] if group_by else None, config, progress=progress)
+    dups = find_duplicates(base["text"], base["grp"] if group_by else None, config, progress=progress,
+                           engine=engine)
     ids = base["record_id"].to_numpy()
     return {"df": df, "base": base, "aug": aug, "dups": dups, "ids": ids, "component_ids": ids[dups.component],
             "weak_model": model}
@@ -358,8 +359,10 @@ def _augmented_rows(aug: pl.DataFrame, parent_split: dict[int, str], parent_comp
 def make_split(store: Store, dataset: str, ratios: str | Sequence[float] | dict = (0.8, 0.1, 0.1), *,
                group_by: str | None = None, near_dup_threshold: float = 0.7, seed: int = 0,
                from_column: str | None = None, shingle: str = "char", k: int | None = None,
-               template_aware: bool | None = None, progress: Callable[[str], None] | None = None) -> dict:
-    """Make a new current split set of `dataset` and return its report.
+               template_aware: bool | None = None, progress: Callable[[str], None] | None = None,
+               engine=None) -> dict:
+    """Make a new current split set of `dataset` and return its report. `engine`: None (local) or a Ray
+    `curation.engine.Engine` for the near-duplicate stage (the same components).
 
     Computed (default): whole duplicate components (exact, near at `near_dup_threshold`, and `group_by`) go to
     one split, stratified by label (gold, else the newest weak label, else unlabeled), reproducibly for a seed.
@@ -374,7 +377,8 @@ def make_split(store: Store, dataset: str, ratios: str | Sequence[float] | dict 
         template_aware = _is_instruction(store, dataset)
     config = _config(near_dup_threshold, shingle, k, template_aware)
     ratio_map = parse_ratios(ratios) if from_column is None else None
-    c = _compute(store, dataset, group_by=group_by, config=config, from_column=from_column, progress=progress)
+    c = _compute(store, dataset, group_by=group_by, config=config, from_column=from_column, progress=progress,
+                 engine=engine)
     base, dups, ids = c["base"], c["dups"], c["ids"]
     if from_column is None:
         idx = assign_splits(dups.component, _strata(base), ratio_map, seed)

@@ -174,6 +174,8 @@ def fit(model, train_ds, val_ds, config: TrainConfig, *, pad_id: int, device: st
             best_epoch = epoch
         history.append(row)
         log.info("epoch %d: %s", epoch, row)
+        if hasattr(progress, "epoch_end"):   # a tuner's per-epoch report (training/tune.py); it may stop the run
+            progress.epoch_end(row)
         if has_val and config.patience and bad >= config.patience and epoch < config.epochs:
             stopped = True
             log.info("early stop after epoch %d (best epoch %d)", epoch, best_epoch)
