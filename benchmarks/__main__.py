@@ -32,8 +32,9 @@ OPT_IN = {"push": "starts a real Label Studio (its own venv, ~1 GB) and pushes 1
           "webhook": "a real training round on CPU under webhook traffic (several minutes)",
           "sft": "LoRA SFT of SmolLM2-135M on CPU beside Trainer (GGUF conversion once, then minutes)",
           "gpu": "GPU figures (benchmarks/gpu.py); needs CUDA"}
-# wall time on the 2-core development machine, as measured (full / --quick); shown by --list
-TYPICAL = {"ingest": "~40 s / ~8 s", "lfs": "~1-2 min / ~10 s", "dedup": "~1.5 min / ~15 s",
+# wall time on the 2-core development machine (full / --quick), shown by --list: the --quick times of ingest, lfs
+# and dedup measured under load; the rest are estimates from docs/benchmarks.md, not remeasured by this runner
+TYPICAL = {"ingest": "~40 s / ~8 s", "lfs": "~1-2 min / ~6 s", "dedup": "~1.5 min / ~15 s",
            "contamination": "~1 min / ~10 s", "training": "~4 min / ~1 min", "push": "~3 min + install",
            "webhook": "~4 min", "sft": "~3-5 min", "gpu": "~3 min on an H200"}
 
