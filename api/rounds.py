@@ -14,9 +14,9 @@ Per-dataset settings (`store.set_dataset_settings(name, ...)` or `PATCH /dataset
 |---|---|---|
 | `round_every` | 50 | new (not yet used) annotations that start a round; 0 turns automatic rounds off |
 | `round_size` | 50 | tasks selected and pushed to Label Studio per round |
-| `round_strategy` | `least_confidence` | the active-learning strategy (`labeling.active`) |
+| `round_strategy` | `least_confidence` | the active-learning strategy (`labeling.active`); instruction datasets: `highest_loss` |
 | `round_seed` | 0 | base seed; a round uses `round_seed + number` |
-| `round_train` | `{}` | training options (`training.config.TrainConfig` fields) |
+| `round_train` | `{}` | training options (`training.config.TrainConfig` fields; instruction datasets: `training.sft_runs.SftRunConfig`) |
 
 Annotation events arrive on the webhook; the webhook only queues them (`EventRecorder`) and answers at once; a
 recorder thread stores them (`labeling.studio.handle_webhook`) and checks the round trigger. Events missed while
@@ -62,7 +62,13 @@ def round_config(store: Store, dataset: str) -> dict:
     stored = store.dataset(dataset)["settings"]
     cfg = dict(ROUND_DEFAULTS)
     cfg.update({k: v for k, v in stored.items() if k in _ROUND_KEYS})
+    if "round_strategy" not in stored and _is_instruction(store, dataset):
+        cfg["round_strategy"] = "highest_loss"     # SFT runs: their pool is ranked by response loss
     return cfg
+
+
+def _is_instruction(store: Store, dataset: str) -> bool:
+    return store.one("SELECT task FROM store.datasets WHERE name = ?", [dataset]) == "instruction"
 
 
 def validate_round_settings(values: dict) -> dict:
@@ -188,8 +194,13 @@ def maybe_trigger(store: Store, runner: JobRunner, dataset: str) -> dict | None:
     return request_round(store, runner, dataset, trigger=f"annotations:{n - used}")
 
 
-def check_train_config(config: dict) -> TrainConfig:
-    """Training options as a TrainConfig; InputError names each bad field (checked before a job is queued)."""
+def check_train_config(config: dict, sft: bool = False):
+    """Training options as a TrainConfig (an instruction dataset's: `training.sft_runs.SftRunConfig`); InputError
+    names each bad field (checked before a job is queued)."""
+    if sft:
+        from training.sft_runs import sft_config
+
+        return sft_config(config)
     try:
         return TrainConfig(**config)
     except ValidationError as e:
@@ -210,8 +221,11 @@ def studio_factory(settings: Settings) -> StudioFactory | None:
 # -- the heavy job kinds ----------------------------------------------------------------------------------
 @job_kind("train")
 def train_job(ctx: JobContext) -> dict:
-    config = TrainConfig(**(ctx.params.get("config") or {}))
-    return plain(train(ctx.store, ctx.params["dataset"], config, progress=ctx.step_progress(0.0, 1.0, "train")))
+    from training.sft_runs import is_sft
+
+    dataset = ctx.params["dataset"]
+    config = check_train_config(ctx.params.get("config") or {}, is_sft(ctx.store, dataset))
+    return plain(train(ctx.store, dataset, config, progress=ctx.step_progress(0.0, 1.0, "train")))
 
 
 @job_kind("score")
@@ -246,7 +260,7 @@ def run_round(ctx: JobContext) -> dict:
 
         # training takes the snapshot itself (curation.versions.snapshot), so the run names it
         ctx.progress(0.05, "step 2/5: snapshot and train", force=True)
-        run = train(store, dataset, TrainConfig(**cfg["round_train"]),
+        run = train(store, dataset, check_train_config(cfg["round_train"], _is_instruction(store, dataset)),
                     progress=ctx.step_progress(0.05, 0.7, "step 2/5: snapshot and train"))
         run_id = run["run_id"]
         result["run_id"], result["snapshot_id"] = run_id, run.get("snapshot_id")

@@ -56,6 +56,9 @@ def ingest(
     response_field: Annotated[str | None, typer.Option(help="instruction: column with the response")] = None,
     system_field: Annotated[str | None, typer.Option(help="instruction: column with a system prompt")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="instruction: quarantine longer conversations")] = None,
+    base_model: Annotated[str | None, typer.Option(help="instruction: the LLM whose tokenizer counts tokens (a "
+                                                        ".gguf file or a model folder; default: the SFT default, "
+                                                        "SmolLM2-135M-Instruct)")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -77,15 +80,17 @@ def ingest(
             if label_field or labels or text_field != "text":
                 raise InputError("--text-field, --label-field and --labels are for classification; an instruction "
                                  "file names its columns with --prompt-field/--response-field/--system-field")
+            from training.sft_runs import ingest_token_counter
+
             fields = InstructionFields(prompt_field, response_field, system_field, id_field, group_field, exclude)
             result = ingest_instructions(store, file, dataset, fmt=layout or "auto", fields=fields,
                                          max_tokens=max_tokens, file_format=fmt, delimiter=delimiter,
-                                         progress=bar.update)
+                                         progress=bar.update, count_tokens=ingest_token_counter(base_model))
         elif task != "classification":
             raise InputError(f"--task {task}: use classification or instruction")
-        elif layout or prompt_field or response_field or system_field or max_tokens is not None:
-            raise InputError("--layout, --prompt-field, --response-field, --system-field and --max-tokens are for "
-                             "instruction files; add --task instruction")
+        elif layout or prompt_field or response_field or system_field or max_tokens is not None or base_model:
+            raise InputError("--layout, --prompt-field, --response-field, --system-field, --max-tokens and "
+                             "--base-model are for instruction files; add --task instruction")
         else:
             result = run(store, file, dataset, fields=FieldMap(text_field, label_field, id_field, group_field, exclude),
                          labels=label_list, fmt=fmt, delimiter=delimiter, progress=bar.update)

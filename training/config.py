@@ -63,6 +63,8 @@ class TrainConfig(BaseModel):
     patience: int = Field(2, ge=0, description="epochs without val improvement before stopping; 0: never stop")
     early_stopping_metric: Literal["macro_f1", "accuracy", "loss"] = "macro_f1"
     allow_leakage: bool = Field(False, description="train on a split whose duplicate components cross splits")
+    allow_contamination: bool = Field(False, description="train although train records share n-grams with an "
+                                      "evaluation set (newest `curate contamination` check; recorded on the run)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA (bf16 autocast) when present")
     group_by_length: bool = Field(True, description="length-grouped batches (less padding)")
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads; None: torch's default")

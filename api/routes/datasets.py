@@ -41,7 +41,9 @@ def get_dataset(name: str, store: StoreDep) -> dict:
 def set_settings(name: str, body: S.DatasetSettingsIn, store: StoreDep) -> dict:
     values = validate_round_settings(body.model_dump(exclude_none=True))
     if "round_train" in values:
-        check_train_config(values["round_train"])
+        store.dataset(name)
+        check_train_config(values["round_train"], store.one("SELECT task FROM store.datasets WHERE name = ?",
+                                                            [name]) == "instruction")
     store.dataset(name)
     return store.set_dataset_settings(name, **values)
 

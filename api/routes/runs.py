@@ -42,8 +42,9 @@ def get_run(run_id: str, store: StoreDep) -> dict:
 
 @router.post("/runs", response_model=S.JobOut, status_code=202, tags=["runs"])
 def start_training(body: S.TrainIn, store: StoreDep, runner: RunnerDep) -> dict:
-    store.dataset(body.dataset)
-    check_train_config(body.config)
+    from training.sft_runs import is_sft
+
+    check_train_config(body.config, is_sft(store, body.dataset))   # an instruction dataset: SFT options
     return runner.submit("train", body.model_dump())
 
 

@@ -20,10 +20,11 @@ import secrets
 import numpy as np
 import polars as pl
 
-from curation.errors import NotFound
+from curation.errors import InputError, NotFound
 from labeling.active.strategies import (
     AUTO_CANDIDATES,
     DEFAULT_STRATEGY,
+    SFT_STRATEGIES,
     Pool,
     check_size,
     choose_auto,
@@ -87,11 +88,18 @@ def select(store, run_id: str, strategy: str, n: int, *, seed: int = 0, round: i
         from labeling.label_issues import select_run_issues
 
         return select_run_issues(store, run_id, n, round=round)
-    rows = store.query("SELECT dataset, status FROM store.runs WHERE run_id = ?", [run_id])
+    rows = store.query("SELECT dataset, status, task FROM store.runs WHERE run_id = ?", [run_id])
     if not rows:
         raise NotFound(f"no run {run_id!r}; see `SELECT run_id, status FROM runs`")
     dataset = rows[0][0]
     details: dict = {"requested": strategy}
+    sft = rows[0][2] == "sft"     # an SFT run: its pool is response losses (store.response_scores)
+    if sft and strategy == "auto":
+        strategy = "highest_loss"
+        details["reason"] = "SFT run: the response loss ranks the pool"
+    if sft and strategy not in SFT_STRATEGIES:
+        raise InputError(f"strategy {strategy!r} needs class probabilities; SFT run {run_id} has response losses: "
+                         f"use one of {', '.join(SFT_STRATEGIES)}")
     if strategy == "auto":
         history = strategy_history(store, dataset, run_id)
         strategy, reason = choose_auto(history, AUTO_CANDIDATES, DEFAULT_STRATEGY)
@@ -102,6 +110,10 @@ def select(store, run_id: str, strategy: str, n: int, *, seed: int = 0, round: i
     details["chose"] = strategy
     strat = get_strategy(strategy, **(params or {}))
     preds = store.frame(
+        "SELECT s.record_id, r.input_hash, [exp(-s.loss)] AS probs, s.embedding, s.loss FROM store.response_scores s "
+        "JOIN store.records r USING (record_id) "
+        "WHERE s.run_id = ? AND r.dataset = ? AND r.origin = 'ingest' ORDER BY s.record_id", [run_id, dataset]) \
+        if sft else store.frame(
         "SELECT p.record_id, r.input_hash, p.probs, p.embedding FROM store.predictions p "
         "JOIN store.records r USING (record_id) "
         "WHERE p.run_id = ? AND r.dataset = ? AND r.origin = 'ingest' ORDER BY p.record_id", [run_id, dataset])
@@ -133,7 +145,8 @@ def select(store, run_id: str, strategy: str, n: int, *, seed: int = 0, round: i
     sub = preds.filter(pl.Series(keep))
     emb = sub["embedding"].to_list()
     embeddings = np.asarray(emb, dtype=np.float32) if emb and all(e is not None for e in emb) else None
-    pool = Pool(sub["record_id"].to_numpy(), np.asarray(sub["probs"].to_list(), dtype=np.float64), embeddings)
+    probs = np.asarray(sub["probs"].to_list(), dtype=np.float64).reshape(sub.height, -1)
+    pool = Pool(sub["record_id"].to_numpy(), probs, embeddings, sub["loss"].to_numpy() if sft else None)
     chosen, scores = strat.query(pool, n, seed=seed)
     if round is None:
         round = (store.one("SELECT max(round) FROM store.selections WHERE dataset = ?", [dataset]) or 0) + 1

@@ -49,6 +49,7 @@ class Pool:
     ids: np.ndarray
     probs: np.ndarray
     embeddings: np.ndarray | None = None
+    losses: np.ndarray | None = None   # SFT runs: mean token NLL of each response (higher = less confident)
 
     def __post_init__(self) -> None:
         self.ids = np.asarray(self.ids, dtype=np.int64)
@@ -60,6 +61,10 @@ class Pool:
             if self.embeddings.ndim != 2 or len(self.embeddings) != len(self.ids):
                 raise InputError(f"pool: embeddings has shape {self.embeddings.shape}; "
                                  f"expected ({len(self.ids)}, d)")
+        if self.losses is not None:
+            self.losses = np.asarray(self.losses, dtype=np.float64)
+            if self.losses.shape != (len(self.ids),):
+                raise InputError(f"pool: losses has shape {self.losses.shape}; expected ({len(self.ids)},)")
         if len(np.unique(self.ids)) != len(self.ids):
             raise InputError("pool ids must be distinct")
 
@@ -71,7 +76,8 @@ class Pool:
             return self
         keep = ~np.isin(self.ids, np.fromiter(exclude, dtype=np.int64) if not isinstance(exclude, np.ndarray)
                         else exclude.astype(np.int64))
-        return Pool(self.ids[keep], self.probs[keep], None if self.embeddings is None else self.embeddings[keep])
+        return Pool(self.ids[keep], self.probs[keep], None if self.embeddings is None else self.embeddings[keep],
+                    None if self.losses is None else self.losses[keep])
 
 
 def top_n(scores: np.ndarray, ids: np.ndarray, n: int) -> np.ndarray:
@@ -274,6 +280,39 @@ class ClusterMargin(Strategy):
         # passes: rank 0 of every non-singleton cluster (largest first), then rank 1, ...; singletons last
         key = np.lexsort((pool.ids[top], -w, -size, rank_in_cluster, size < self.min_cluster))
         return top[key[:n]]
+
+
+def _losses(pool: Pool, name: str) -> np.ndarray:
+    if pool.losses is None:
+        raise InputError(f"strategy {name!r} ranks response losses; score an SFT run first (`curate score --run "
+                         f"RUN` on an instruction dataset), or use a probability strategy for classification runs")
+    return pool.losses
+
+
+@register("highest_loss")
+class HighestLoss(Strategy):
+    """SFT runs: the highest mean token NLL of the response under the fine-tuned model first (the responses the
+    model finds least likely: mistakes, odd formats, or hard cases worth a reviewer's look)."""
+
+    def score(self, pool, rng):
+        return _losses(pool, self.name)
+
+
+@register("cluster_loss")
+class ClusterLoss(ClusterMargin):
+    """SFT runs, diverse: take the `candidates` × n highest losses, k-means their prompt embeddings into n clusters
+    and take the highest loss of each cluster (ClusterMargin's pick with loss as the score; `beta`=0: no density
+    weighting, `min_cluster`=1: an isolated prompt is not demoted, a lone odd response is what review is for).
+    Without embeddings it is plain highest_loss."""
+
+    def __init__(self, candidates: int = 10, k: int = 10, beta: float = 0.0, min_cluster: int = 1):
+        super().__init__(candidates=candidates, k=k, beta=beta, min_cluster=min_cluster)
+
+    def score(self, pool, rng):
+        return _losses(pool, self.name)
+
+
+SFT_STRATEGIES = ("highest_loss", "cluster_loss", "random")   # the strategies an SFT run's pool supports
 
 
 def choose_auto(history: list[dict], candidates=("margin", "cluster_margin"), default: str = "margin"
