@@ -177,6 +177,23 @@ def create_app(settings: Settings | None = None, store: Store | None = None, *,
     return app
 
 
+def warm_imports() -> None:
+    """Import the augmenters' library once, in the background (its first import takes seconds, 25 s on a busy
+    machine; without this the first augment request pays it). `curate serve` calls it at start."""
+
+    def run() -> None:
+        import importlib
+
+        for module in ("nlpaug.augmenter.char", "nlpaug.augmenter.word"):
+            try:
+                importlib.import_module(module)
+            except Exception as e:  # noqa: BLE001 - optional: the augment route names what is missing
+                log.info("augmenters not preloaded (%s: %s)", type(e).__name__, e)
+                return
+
+    threading.Thread(target=run, name="curate-warm-imports", daemon=True).start()
+
+
 def lower_thread_priority() -> None:
     """SQL threads run at a lower CPU priority (nice +10, Linux per thread) than the event loop, so heavy queries
     on a busy machine cannot starve the webhook acknowledgement and /health."""

@@ -14,6 +14,7 @@ T = TypeVar("T")
 # most; larger jobs: `curate augment` on the machine that holds the store)
 MAX_AUGMENT_PER_RECORD = 5
 MAX_AUGMENT_RECORDS = 2_000
+MAX_AUGMENT_OUTPUTS = 1_000   # per_record x records augmented, per request
 
 
 class _In(BaseModel):

@@ -67,7 +67,7 @@ def serve(
     """Run the service (REST API, jobs, Label Studio webhook and ML backend under /ml). Docs at /docs."""
     import uvicorn
 
-    from api.app import create_app
+    from api.app import create_app, warm_imports
     from curation.store import Store
 
     s = settings(db)
@@ -85,6 +85,7 @@ def serve(
     # open the store here, so a held file is one clear error line (not a startup traceback from uvicorn)
     with Store.open(s) as store:
         console.print(f"curate serve: http://{host}:{port}  (docs /docs, ML backend /ml, DB {s.db})")
+        warm_imports()
         uvicorn.run(create_app(s, store, bind=(host, port)), host=host, port=port, log_level=log_level,
                     access_log=log_level == "debug")
 

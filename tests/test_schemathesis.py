@@ -62,6 +62,9 @@ def fuzz_app(tmp_path_factory):
                        data={"label_field": "label", "id_field": "id", "labels": "ham,spam"})
         assert r.status_code == 201, r.text
         assert c.post("/datasets/yt/splits", json={"from_column": "split"}).status_code == 200
+        # the augmenters' library is imported once per process (seconds); a server does it at start
+        r = c.post("/datasets/yt/augment", json={"augmenters": ["keyboard", "word_swap"], "limit": 1})
+        assert r.status_code == 200, r.text
         yield app
     store.close()
     mp.undo()

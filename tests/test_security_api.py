@@ -342,6 +342,8 @@ def test_offsets_seeds_and_augment_are_bounded(keyed, store):
     assert c.post("/datasets/ds/augment", json={"per_record": 100}, headers=h).status_code == 422
     assert c.post("/datasets/ds/augment", json={"limit": 10**9}, headers=h).status_code == 422
     assert c.post("/selections", json={"run_id": "r", "seed": -5}, headers=h).status_code == 422
+    r = c.post("/datasets/ds/augment", json={"per_record": 5, "limit": 300}, headers=h)
+    assert r.status_code == 400 and "at most 1000" in r.json()["error"]["message"]
 
 
 def test_jobs_per_kind_are_capped(store, monkeypatch):
