@@ -277,3 +277,20 @@ def test_loss_strategies_on_a_pool():
     with pytest.raises(InputError, match="score an SFT run"):
         get_strategy("highest_loss").query(Pool(np.arange(3), np.full((3, 2), 0.5)), 1)
     assert list(pool.without([139]).losses[-1:]) == [losses[38]]
+
+
+def test_rounds_and_api_take_sft_options_for_instruction_datasets(seeded):
+    from api.rounds import check_train_config, round_config
+    from training.config import TrainConfig
+    from training.sft_runs import SftRunConfig
+
+    with open_store(seeded["db"]) as store:
+        assert round_config(store, "seed")["round_strategy"] == "highest_loss"
+        store.set_dataset_settings("seed", round_strategy="cluster_loss")
+        assert round_config(store, "seed")["round_strategy"] == "cluster_loss"
+    cfg = check_train_config({"max_steps": 2, "min_quality": 0, "allow_contamination": True}, True)
+    assert isinstance(cfg, SftRunConfig) and cfg.max_steps == 2 and cfg.allow_contamination
+    with pytest.raises(InputError, match="max_steps"):
+        check_train_config({"max_steps": 2})
+    assert check_train_config({"allow_contamination": True}).allow_contamination is True
+    assert TrainConfig(allow_contamination=True).allow_contamination
