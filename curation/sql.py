@@ -212,9 +212,9 @@ def _check_table_ref(node: dict, kind: str | None, scope: frozenset[str], views:
             raise SqlRefused(f"refused: table function {name}() is not available: the sandbox reads no files and "
                              f"no catalog (only {', '.join(sorted(_TABLE_FUNCTIONS))}); query the views "
                              f"({', '.join(sorted(views))})")
-    elif kind == "SHOW_REF":
-        if node.get("query") is None and str(node.get("table_name", "")).strip('"').lower() != "tables":
-            raise SqlRefused("refused: only SHOW TABLES, DESCRIBE and SUMMARIZE of the views are available")
+    elif (kind == "SHOW_REF" and node.get("query") is None
+          and str(node.get("table_name", "")).strip('"').lower() != "tables"):
+        raise SqlRefused("refused: only SHOW TABLES, DESCRIBE and SUMMARIZE of the views are available")
 
 
 def _check_record_expression(node: dict, cls: str, cols: set[str], aggregates: frozenset[str]) -> None:
@@ -300,7 +300,7 @@ class SqlGate:
         self._running = 0
 
     @classmethod
-    def from_settings(cls, settings) -> SqlGate:  # noqa: ANN001 (curation.settings.Settings)
+    def from_settings(cls, settings) -> SqlGate:
         return cls(settings.sql_max_concurrent)
 
     @property
@@ -357,7 +357,7 @@ def _size(v: object) -> int:
     return 8
 
 
-def effective_limits(settings, limit: int | None, timeout_s: float | None) -> tuple[int, float]:  # noqa: ANN001
+def effective_limits(settings, limit: int | None, timeout_s: float | None) -> tuple[int, float]:
     """(rows, seconds) a query runs under: the caller's values or the defaults, never above the server's caps."""
     rows = min(limit or settings.sql_row_limit, settings.sql_max_rows)
     secs = min(timeout_s or settings.sql_timeout_s, settings.sql_max_timeout_s)
