@@ -274,8 +274,9 @@ def test_loss_strategies_on_a_pool():
     assert clusters == {0, 1, 2, 3}          # one per prompt cluster, the highest loss of each
     assert set(ids) == {109, 119, 129, 139}
     assert ids[0] == 139                     # ... best first
-    with pytest.raises(InputError, match="score an SFT run"):
-        get_strategy("highest_loss").query(Pool(np.arange(3), np.full((3, 2), 0.5)), 1)
+    probs = np.array([[0.9, 0.1], [0.5, 0.5], [0.7, 0.3]])      # no losses: −log max p (least-confident first)
+    ids, scores = get_strategy("highest_loss").query(Pool(np.arange(3), probs), 3)
+    assert list(ids) == [1, 2, 0] and np.allclose(scores, -np.log([0.5, 0.7, 0.9]))
     assert list(pool.without([139]).losses[-1:]) == [losses[38]]
 
 

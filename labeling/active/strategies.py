@@ -283,10 +283,11 @@ class ClusterMargin(Strategy):
 
 
 def _losses(pool: Pool, name: str) -> np.ndarray:
-    if pool.losses is None:
-        raise InputError(f"strategy {name!r} ranks response losses; score an SFT run first (`curate score --run "
-                         f"RUN` on an instruction dataset), or use a probability strategy for classification runs")
-    return pool.losses
+    """The pool's response losses; a pool without them (a classification run) gets −log max p, the loss of the
+    predicted label (the same order as least confidence), so every strategy works on every pool."""
+    if pool.losses is not None:
+        return pool.losses
+    return -np.log(np.clip(pool.probs.max(axis=1), 1e-300, None)) if pool.probs.shape[1] else np.zeros(len(pool))
 
 
 @register("highest_loss")
@@ -315,14 +316,18 @@ class ClusterLoss(ClusterMargin):
 SFT_STRATEGIES = ("highest_loss", "cluster_loss", "random")   # the strategies an SFT run's pool supports
 
 
-def choose_auto(history: list[dict], candidates=("margin", "cluster_margin"), default: str = "margin"
-                ) -> tuple[str, str]:
+def choose_auto(history: list[dict], candidates=("margin", "cluster_margin"), default: str = "margin",
+                tolerance: float = 0.01) -> tuple[str, str]:
     """`--strategy auto`: pick from what the rounds so far show. `history`: one dict per earlier round, oldest
     first, {"round", "strategy", "val_before", "val_after"} (validation metric of the model that chose the round
-    and of the model trained after its labels came in). Rule: no usable history → `default`; else each tried
-    candidate's most recent gain (val_after − val_before); if the best recent gain is not positive and a
-    candidate was never tried, try it; otherwise the candidate with the best recent gain (ties: the default,
-    then name). Returns (strategy, reason)."""
+    and of the model trained after its labels came in). Each tried candidate's most recent gain
+    (val_after − val_before) is the evidence; changes within `tolerance` count as noise (a plateau is not a
+    reason to switch). Rule:
+    1. no usable history → `default`;
+    2. every recent gain below −tolerance and a candidate never tried → try it (the default first);
+    3. else the candidate with the largest recent gain, but the default whenever its own recent gain is within
+       `tolerance` of that best.
+    Returns (strategy, reason)."""
     gains: dict[str, float] = {}
     for h in history:
         if h.get("strategy") in candidates and h.get("val_before") is not None and h.get("val_after") is not None:
@@ -332,9 +337,11 @@ def choose_auto(history: list[dict], candidates=("margin", "cluster_margin"), de
     best = max(gains, key=lambda s: (gains[s], s == default, s))
     untried = [c for c in candidates if c not in gains]
     shown = ", ".join(f"{s} {gains[s]:+.4f}" for s in sorted(gains))
-    if gains[best] <= 0 and untried:
+    if gains[best] < -tolerance and untried:
         pick = default if default in untried else untried[0]
-        return pick, f"last gains ({shown}) not positive; trying {pick}"
+        return pick, f"last gains ({shown}) below -{tolerance}; trying {pick}"
+    if default in gains and gains[default] >= gains[best] - tolerance:
+        return default, f"the default's last gain is within {tolerance} of the best ({shown})"
     return best, f"largest gain in validation in its last round ({shown})"
 
 
