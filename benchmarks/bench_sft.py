@@ -122,12 +122,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads for both sides")
-    ap.add_argument("--train", type=int, default=32, help="training conversations (self-instruct seed tasks)")
+    ap.add_argument("--train", type=int, default=24, help="training conversations (self-instruct seed tasks)")
     ap.add_argument("--val", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--max-length", type=int, default=96)
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--model-cache", default=None, help="converted-model cache (default: CURATE_MODEL_CACHE or "
                     "~/.cache/curate/models)")
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    n_train, n_val, max_length = (16, 8, 96) if args.quick else (args.train, args.val, args.max_length)
+    n_train, n_val, max_length = (8, 4, 64) if args.quick else (args.train, args.val, args.max_length)
     r = bench_sft(n_train, n_val, args.epochs, args.batch_size, args.lr, max_length, args.device, args.model_cache)
     r["threads"] = torch.get_num_threads()
     if args.json:
