@@ -190,13 +190,16 @@ def cleanup(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def n_partitions(engine: Engine, rows: int, ray=None) -> int:
-    """Files per stage snapshot: enough for every worker (4 per CPU), never more than the rows."""
+MIN_ROWS_PER_PART = 25_000   # below this a block's task overhead (~0.1-1 s) outweighs its work
+
+
+def n_partitions(engine: Engine, rows: int, ray=None, min_rows: int = MIN_ROWS_PER_PART) -> int:
+    """Files per stage snapshot: enough for every worker (up to 4 per CPU, so a slow block does not leave the
+    others idle), but no file under `min_rows` rows; `engine.parallelism` overrides."""
     if engine.parallelism:
-        want = engine.parallelism
-    else:
-        want = 4 * max(1, math.ceil(cluster_cpus(ray))) if ray is not None else 8
-    return max(1, min(want, rows))
+        return max(1, min(engine.parallelism, rows))
+    want = 4 * max(1, math.ceil(cluster_cpus(ray))) if ray is not None else 8
+    return max(1, min(want, rows // max(1, min_rows)))
 
 
 def write_partitions(table, folder: Path, parts: int) -> list[Path]:
@@ -220,8 +223,8 @@ def write_partitions(table, folder: Path, parts: int) -> list[Path]:
 def _read(ray, folder: Path):
     """A stage snapshot as a Ray dataset of one block per file (Ray would merge small files into one read task,
     and one block is one busy worker)."""
-    files = sorted(str(f) for f in folder.glob("*.parquet"))
-    return ray.data.read_parquet(files, override_num_blocks=len(files))
+    files = len(list(folder.glob("*.parquet")))
+    return ray.data.read_parquet(str(folder), override_num_blocks=files)
 
 
 def read_results(folder: Path):
@@ -378,22 +381,30 @@ def _sig_block(batch, *, config):
     })
 
 
-def _band_entries(batch, *, bands, mask, parts):
-    """(band, key high bits, row) of every valid row and band, with its shuffle partition (hash of band+key)."""
-    import pyarrow as pa
-
-    valid = batch.column("valid").to_numpy(zero_copy_only=False)
-    rows = batch.column("row").to_numpy()[valid]
-    keys = batch.column("keys").combine_chunks() if hasattr(batch.column("keys"), "combine_chunks") else \
-        batch.column("keys")
-    k = np.asarray(keys.flatten().to_numpy()).reshape(-1, bands)[valid]
+def _band_entries(block, bands: int, mask: int, parts: int):
+    """The map side of the band-key shuffle: (band, key high bits, row) of every valid row and band of one
+    signature block, split into `parts` partitions by a hash of (band, key); one output per partition."""
+    valid = block.column("valid").to_numpy(zero_copy_only=False)
+    rows = block.column("row").to_numpy()[valid]
+    k = np.asarray(block.column("keys").combine_chunks().flatten().to_numpy()).reshape(-1, bands)[valid]
     hi = (k & ~np.uint64(mask)).T.ravel()                  # band-major
     band = np.repeat(np.arange(bands, dtype=np.int32), len(rows))
+    row = np.tile(rows, bands)
     with np.errstate(over="ignore"):
         h = (hi ^ (band.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))) * np.uint64(0xBF58476D1CE4E5B9)
-    part = (h >> np.uint64(40)) % np.uint64(parts)
-    return pa.table({"part": pa.array(part.astype(np.int32)), "band": pa.array(band),
-                     "hi": pa.array(hi), "row": pa.array(np.tile(rows, bands))})
+    part = ((h >> np.uint64(40)) % np.uint64(parts)).astype(np.int64)
+    order = np.argsort(part, kind="stable")
+    cuts = np.searchsorted(part[order], np.arange(parts + 1))
+    outs = [{"band": band[order[cuts[p]:cuts[p + 1]]], "hi": hi[order[cuts[p]:cuts[p + 1]]],
+             "row": row[order[cuts[p]:cuts[p + 1]]]} for p in range(parts)]
+    return outs if parts > 1 else outs[0]
+
+
+def _reduce_pairs(max_bucket: int, *pieces):
+    """The reduce side: one partition's entries from every block → its candidate pairs (`_bucket_pairs`)."""
+    batch = {k: np.concatenate([p[k] for p in pieces]) for k in ("band", "hi", "row")}
+    out = _bucket_pairs(batch, max_bucket=max_bucket)
+    return out["a"], out["b"]
 
 
 def _bucket_pairs(batch, *, max_bucket):
@@ -460,15 +471,23 @@ def ray_near_pairs(norm_texts, config, engine: Engine | str | None = "ray"):
             fn_kwargs={"config": config}).materialize()
         timings["signatures_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        entries = sigs.map_batches(_band_entries, batch_size=None, batch_format="pyarrow", num_cpus=0.5,
-                                   fn_kwargs={"bands": bands, "mask": mask, "parts": parts})
-        entries.groupby("part").map_groups(
-            _bucket_pairs, batch_format="numpy", num_cpus=0.5, fn_kwargs={"max_bucket": config.max_bucket}
-        ).write_parquet(str(work / "pairs"))
-        found = read_results(work / "pairs")
+        # the shuffle by band key: each signature block is split by hash(band, key) into `parts` pieces (map
+        # tasks), each reduce task takes its piece of every block: every bucket lands whole in one reduce task
+        blocks = sigs.to_arrow_refs()   # materialized: the blocks' refs, no second execution
+        mapper = ray.remote(num_cpus=0.5, num_returns=parts)(_band_entries)
+        pieces = [mapper.remote(b, bands, mask, parts) for b in blocks]
+        if parts == 1:
+            pieces = [[p] for p in pieces]
+        reducer = ray.remote(num_cpus=0.5, num_returns=2)(_reduce_pairs)
+        reduced = [reducer.remote(config.max_bucket, *[pc[p] for pc in pieces]) for p in range(parts)]
+        got = ray.get([r for pair in reduced for r in pair])
+        del pieces, reduced
+        a_all = np.concatenate(got[0::2]) if got else np.zeros(0, np.int64)
+        b_all = np.concatenate(got[1::2]) if got else np.zeros(0, np.int64)
         timings["lsh_shuffle_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        out = pa.concat_tables([ray.get(r) for r in sigs.select_columns(["row", "sig", "tok"]).to_arrow_refs()])
+        out = pa.concat_tables([t.select(["row", "sig", "tok"]) for t in ray.get(blocks)])
+        del blocks, sigs
         order = np.argsort(out.column("row").to_numpy())
         out = out.take(pa.array(order))
         sig = np.asarray(out.column("sig").combine_chunks().flatten().to_numpy()).reshape(n, P).astype(np.uint32)
@@ -478,10 +497,7 @@ def ray_near_pairs(norm_texts, config, engine: Engine | str | None = "ray"):
         offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(lens, out=offsets[1:])
         valid = lens > 0
-        if found is not None and found.num_rows:
-            flat = np.unique(found.column("a").to_numpy() * n + found.column("b").to_numpy())
-        else:
-            flat = np.zeros(0, dtype=np.int64)
+        flat = np.unique(a_all.astype(np.int64) * n + b_all.astype(np.int64))
         lsh_pairs = len(flat)
         cand_all = np.stack([flat // n, flat % n], axis=1)
         est = prefilter_estimate(config.threshold, P)
@@ -558,7 +574,7 @@ def ray_score(run_dir: str, pool, *, batch_size: int | None = None, device: str 
     n = tbl.num_rows
     work = stage_dir(engine, "score")
     try:
-        write_partitions(tbl, work / "in", n_partitions(engine, n, ray))
+        write_partitions(tbl, work / "in", n_partitions(engine, n, ray, min_rows=256))
         _read(ray, work / "in").map_batches(
             _Scorer, batch_size=max(256, (batch_size or 128) * 4), batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=size),
