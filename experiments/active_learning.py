@@ -1,33 +1,43 @@
-"""Active learning on the WRENCH YouTube split: which strategy gets the most out of a human's labels, on top of
-the weak labels. A simulated annotator answers from the gold labels.
+"""Active learning on several text datasets: which strategy gets the most out of a human's labels, on top of the
+weak labels. A simulated annotator answers from the gold labels.
 
-    python -m experiments.active_learning [--seeds 3] [--budget 300] [--step 25] [--lora-epochs 4] [--quick]
+    python -m experiments.active_learning [--datasets youtube,movie_reviews,chatterbot_topics] [--seeds 3]
+                                          [--budget 300] [--step 50] [--lora] [--quick]
 
-1. Strategy comparison (margin, entropy, least_confidence, diverse_margin vs random; 3 seeds; budgets up to 300
-   labels, `--step` labels per round). The learner is fast so that 5 × 3 × 13 rounds fit on 2 CPU cores: frozen
-   all-MiniLM-L6-v2 sentence embeddings + logistic regression, trained on the label model's weak labels (weight 1)
-   with each human label replacing its row's weak label (weight 2, the product's `gold_weight`). Reported: test
-   accuracy per budget, and the labels each strategy needs to come within 1 point of the same learner trained on
-   all 1,586 gold labels.
-2. The product's loop with the product's model: LoRA-fine-tuned MiniLM on weak labels, then rounds of 100
-   labels chosen by the best strategy of part 1 (scored by the LoRA model itself), to 200 labels; beside 200
-   random labels and the LoRA model on all gold labels. Question: do ≤200 actively chosen labels on top of the
-   weak labels reach 97.5 (BERT trained on all 1,586 gold labels)?
-Writes docs/results/active_learning.json and docs/experiment_active_learning.png.
+1. Strategy comparison on every dataset of `experiments.common.TEXT_DATASETS` (WRENCH YouTube, movie reviews
+   plot/fresh/rotten, chatterbot topics), same protocol everywhere: frozen base-encoder sentence embeddings
+   (computed once per dataset and cached under build/cache/) + logistic regression, trained on the label model's
+   weak labels (weight 1; rows without a weak label are left out) with each human label replacing its row's weak
+   label (weight 2, the product's `gold_weight`); 3 seeds; `--step` labels a round up to `--budget`. Reported per
+   dataset: test accuracy (and macro-F1) per budget for every strategy, `auto` simulated with the product's rule
+   (`labeling.active.strategies.choose_auto` on the validation accuracy of the rounds so far), and the labels each
+   strategy needs to come within 1 point of the same learner trained on all train gold labels.
+2. Cold start: round 1 chosen by the label model's disagreement (LF vote entropy, or the label model's posterior
+   entropy) instead of model uncertainty, then margin; compared at the first round and over the curve.
+3. The default: the strategy within 1 point of margin at 200 and 300 labels on every dataset with the best mean
+   accuracy over all budgets and datasets (margin itself always qualifies).
+4. (`--lora`, YouTube only) the product's loop with the product's model: LoRA-fine-tuned MiniLM on weak labels,
+   then rounds of labels chosen by the default strategy (scored by the LoRA model itself).
+Writes docs/results/active_learning.json and docs/experiment_active_learning_<dataset>.png.
 """
 
 import argparse
+import hashlib
 import time
 
 import numpy as np
 import polars as pl
 
-from experiments.common import DOCS, LABELS, pct, wrench_setup, write_results
+from experiments.common import DOCS, LABELS, ROOT, TEXT_DATASETS, dataset_setup, pct, write_results
 from labeling.active import STRATEGIES, Pool
+from labeling.active.strategies import AUTO_CANDIDATES, DEFAULT_STRATEGY, choose_auto
 
-STRATEGY_NAMES = ["random", "least_confidence", "margin", "entropy", "diverse_margin"]
+STRATEGY_NAMES = ["random", "least_confidence", "margin", "entropy", "diverse_margin", "density_margin",
+                  "cluster_margin", "auto"]
+COLD_START = ["lf_disagreement", "label_model_entropy"]      # round 1 only, then margin
 GOLD_WEIGHT = 2.0
 ALL_GOLD_ANCHOR = 97.5
+CACHE = ROOT / "build" / "cache" / "active_learning"
 
 
 def embed(texts: list[str], batch_size: int = 64) -> np.ndarray:
@@ -52,6 +62,20 @@ def embed(texts: list[str], batch_size: int = 64) -> np.ndarray:
     return out
 
 
+def embed_cached(texts: list[str]) -> np.ndarray:
+    """`embed` once per distinct text list and base model; cached as .npy under build/cache/ (ignored by git)."""
+    from training.config import TrainConfig
+
+    key = hashlib.sha256(("\x00".join(texts) + str(TrainConfig().resolved_base_model())).encode()).hexdigest()[:16]
+    path = CACHE / f"{key}.npy"
+    if path.exists():
+        return np.load(path)
+    X = embed(texts)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.save(path, X)
+    return X
+
+
 class Proxy:
     """Logistic regression on frozen embeddings: weak labels weigh 1, human labels GOLD_WEIGHT."""
 
@@ -62,52 +86,147 @@ class Proxy:
 
     def fit(self, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> "Proxy":
         self.model.fit(X, y, sample_weight=w)
+        self.classes = self.model.classes_
         return self
 
-    def proba(self, X: np.ndarray) -> np.ndarray:
-        return self.model.predict_proba(X)
+    def proba(self, X: np.ndarray, k: int) -> np.ndarray:
+        """(n, k) probabilities over all k labels (a label absent from the training rows gets 0)."""
+        out = np.zeros((len(X), k))
+        out[:, self.classes] = self.model.predict_proba(X)
+        return out
 
 
-def compare_strategies(X, weak, gold, split, clean, budget: int, step: int, seeds: list[int]) -> dict:
-    train = np.flatnonzero(split == "train")
-    test = split == "test"
+def _metrics(pred: np.ndarray, gold: np.ndarray, k: int) -> tuple[float, float]:
+    acc = float((pred == gold).mean())
+    f1s = []
+    for c in range(k):
+        tp = np.sum((pred == c) & (gold == c))
+        denom = np.sum(pred == c) + np.sum(gold == c)
+        if np.sum(gold == c):
+            f1s.append(2 * tp / denom if denom else 0.0)
+    return acc, float(np.mean(f1s))
+
+
+def vote_entropy(votes: np.ndarray) -> np.ndarray:
+    """(n, k) LF vote counts → entropy of each row's vote distribution (0 with one or no distinct vote); ties
+    broken toward rows with more votes."""
+    tot = votes.sum(1, keepdims=True)
+    p = np.divide(votes, tot, out=np.zeros_like(votes, dtype=float), where=tot > 0)
+    ent = -(p * np.log(np.where(p > 0, p, 1))).sum(1)
+    return ent + 1e-3 * tot[:, 0]
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    return -(p * np.log(np.clip(p, 1e-12, 1))).sum(1)
+
+
+def run_curve(name: str, d: dict, budgets: list[int], step: int, seed: int) -> dict:
+    """One strategy, one seed: test/val metrics at every budget, and what `auto` chose per round."""
+    X, weak, gold, train, test, val, k = d["X"], d["weak"], d["gold"], d["train"], d["test"], d["val"], d["k"]
     has_weak = weak >= 0
-    ref = Proxy(0).fit(X[train], gold[train], np.ones(len(train)))
-    ref_acc = float((ref.proba(X[test]).argmax(1) == gold[test]).mean())
-    curves: dict[str, list[list[float]]] = {}
-    curves_clean: dict[str, list[list[float]]] = {}
+    labeled: list[int] = []
+    accs, f1s, vals, chosen = [], [], [], []
+    history: list[dict] = []
+    for r, b in enumerate(budgets):
+        y, w = weak.copy(), np.where(has_weak, 1.0, 0.0)
+        y[labeled], w[labeled] = gold[labeled], GOLD_WEIGHT
+        rows = train[w[train] > 0]
+        model = Proxy(seed).fit(X[rows], y[rows], w[rows])
+        acc, f1 = _metrics(model.proba(X[test], k).argmax(1), gold[test], k)
+        val_acc = float((model.proba(X[val], k).argmax(1) == gold[val]).mean())
+        accs.append(acc), f1s.append(f1), vals.append(val_acc)
+        if history:
+            history[-1]["val_after"] = val_acc
+        if b == budgets[-1]:
+            break
+        pool_rows = np.setdiff1d(train, labeled)
+        rng_seed = seed * 1000 + b
+        if name in COLD_START and r == 0:
+            score = vote_entropy(d["votes"][pool_rows]) if name == "lf_disagreement" else _entropy(d["weak_probs"][pool_rows])
+            order = np.lexsort((pool_rows, -score))
+            picked = pool_rows[order[:step]]
+        else:
+            strat_name = "margin" if name in COLD_START else name
+            if name == "auto":
+                strat_name, _ = choose_auto(history)
+                chosen.append(strat_name)
+            pool = Pool(pool_rows, model.proba(X[pool_rows], k), X[pool_rows])
+            picked, _ = STRATEGIES[strat_name]().query(pool, step, seed=rng_seed)
+            history.append({"round": r + 1, "strategy": strat_name, "val_before": val_acc, "val_after": None})
+        labeled += [int(i) for i in picked]
+    return {"test": accs, "macro_f1": f1s, "val": vals, "auto_choices": chosen}
+
+
+def load_dataset(name: str) -> dict:
+    """Store pipeline (ingest, split, LFs, label model) → arrays for the proxy experiment."""
+    spec = TEXT_DATASETS[name]
+    w = dataset_setup(spec.path, spec.name, spec.labels, spec.lfs, "snorkel")
+    f = w.frame
+    labels = list(spec.labels)
+    k = len(labels)
+    gold = np.asarray([labels.index(x) for x in f["label"].to_list()])
+    weak = np.asarray([labels.index(x) if x is not None else -1 for x in f["weak_label"].to_list()])
+    weak_probs = np.asarray([p if p is not None else [1.0 / k] * k for p in f["weak_probs"].to_list()])
+    split = np.asarray(f["split"].to_list(), dtype=object)
+    rids = f["record_id"].to_numpy()
+    lf_set = w.store.one("SELECT lf_set_id FROM store.label_models WHERE model_id = ?",
+                         [f["weak_model_id"].drop_nulls()[0]])
+    votes = np.zeros((len(rids), k))
+    pos = {int(r): i for i, r in enumerate(rids)}
+    for rid, v in w.store.query("SELECT record_id, vote FROM store.votes WHERE lf_set_id = ?", [lf_set]):
+        if int(rid) in pos and 0 <= v < k:
+            votes[pos[int(rid)], v] += 1
+    train = np.flatnonzero(split == "train")
+    return {"name": name, "source": spec.source, "labels": labels, "k": k, "X": embed_cached(f["text"].to_list()),
+            "gold": gold, "weak": weak, "weak_probs": weak_probs, "votes": votes, "train": train,
+            "test": np.flatnonzero(split == "test"), "val": np.flatnonzero(split == "val"),
+            "weak_coverage_train": float((weak[train] >= 0).mean()),
+            "weak_accuracy_train": float((weak[train] == gold[train])[weak[train] >= 0].mean())}
+
+
+def compare_strategies(d: dict, budget: int, step: int, seeds: list[int], names: list[str]) -> dict:
     budgets = list(range(0, budget + 1, step))
-    for name in STRATEGY_NAMES:
-        strategy = STRATEGIES[name]()
-        curves[name], curves_clean[name] = [], []
-        for seed in seeds:
-            labeled: list[int] = []
-            accs, accs_clean = [], []
-            for b in budgets:
-                y, w = weak.copy(), np.where(has_weak, 1.0, 0.0)
-                y[labeled], w[labeled] = gold[labeled], GOLD_WEIGHT
-                rows = train[w[train] > 0]
-                model = Proxy(seed).fit(X[rows], y[rows], w[rows])
-                pred = model.proba(X[test]).argmax(1)
-                accs.append(float((pred == gold[test]).mean()))
-                accs_clean.append(float((pred[clean[test]] == gold[test][clean[test]]).mean()))
-                if b == budgets[-1]:
-                    break
-                pool_rows = np.setdiff1d(train, labeled)
-                pool = Pool(pool_rows, model.proba(X[pool_rows]), X[pool_rows])
-                picked, _ = strategy.query(pool, step, seed=seed * 1000 + b)
-                labeled += [int(i) for i in picked]
-            curves[name].append(accs)
-            curves_clean[name].append(accs_clean)
+    ref = Proxy(0).fit(d["X"][d["train"]], d["gold"][d["train"]], np.ones(len(d["train"])))
+    ref_acc, ref_f1 = _metrics(ref.proba(d["X"][d["test"]], d["k"]).argmax(1), d["gold"][d["test"]], d["k"])
     summary = {}
-    for name in STRATEGY_NAMES:
-        mean = np.mean(curves[name], axis=0)
+    for name in names:
+        runs = [run_curve(name, d, budgets, step, seed) for seed in seeds]
+        mean = np.mean([r["test"] for r in runs], axis=0)
         within = [b for b, a in zip(budgets, mean) if a >= ref_acc - 0.01]
         summary[name] = {"test_by_budget": dict(zip(budgets, mean.round(4).tolist())),
-                         "test_leakage_free_by_budget": dict(zip(budgets, np.mean(curves_clean[name], 0).round(4).tolist())),
+                         "test_std_by_budget": dict(zip(budgets, np.std([r["test"] for r in runs], 0).round(4).tolist())),
+                         "macro_f1_by_budget": dict(zip(budgets, np.mean([r["macro_f1"] for r in runs], 0).round(4).tolist())),
+                         "val_by_budget": dict(zip(budgets, np.mean([r["val"] for r in runs], 0).round(4).tolist())),
                          "labels_to_within_1_point_of_all_gold": within[0] if within else None,
-                         "mean_accuracy_over_budgets": float(mean.mean())}
-    return {"budgets": budgets, "seeds": seeds, "all_gold_reference_test": ref_acc, "strategies": summary}
+                         "mean_accuracy_over_budgets": float(mean[1:].mean())}
+        if name == "auto":
+            summary[name]["choices_per_seed"] = [r["auto_choices"] for r in runs]
+        print(f"  {d['name']:<18} {name:<20}" + "".join(f"{pct(a):>7}" for a in mean), flush=True)
+    return {"budgets": budgets, "seeds": seeds, "source": d["source"], "labels": d["labels"],
+            "pool": len(d["train"]), "test_rows": len(d["test"]), "val_rows": len(d["val"]),
+            "weak_coverage_train": d["weak_coverage_train"], "weak_accuracy_train": d["weak_accuracy_train"],
+            "all_gold_reference_test": ref_acc, "all_gold_reference_macro_f1": ref_f1, "strategies": summary}
+
+
+def choose_default(per_dataset: dict, names: list[str], tolerance: float = 0.01) -> dict:
+    """The evidence-based default: within `tolerance` of margin at 200 and 300 labels on every dataset; among
+    those, the best mean accuracy over budgets and datasets."""
+    ok, why = [], {}
+    for name in names:
+        if name in ("random", "auto") or name in COLD_START:
+            continue
+        gaps = {ds: {b: r["strategies"][name]["test_by_budget"][b] - r["strategies"]["margin"]["test_by_budget"][b]
+                     for b in (200, 300) if b in r["strategies"][name]["test_by_budget"]}
+                for ds, r in per_dataset.items()}
+        worst = min((g for ds in gaps.values() for g in ds.values()), default=0.0)
+        mean = float(np.mean([r["strategies"][name]["mean_accuracy_over_budgets"] for r in per_dataset.values()]))
+        why[name] = {"worst_gap_to_margin_at_200_300": round(worst, 4), "mean_accuracy_all_datasets": round(mean, 4)}
+        if worst >= -tolerance:
+            ok.append(name)
+    best = max(ok, key=lambda n: (why[n]["mean_accuracy_all_datasets"], n == "margin"))
+    return {"default": best, "qualifying": ok, "evidence": why,
+            "rule": "within 1 point of margin at 200 and 300 labels on every dataset; then best mean test accuracy "
+                    "over budgets 50..300 averaged over datasets"}
 
 
 def lora_loop(w, strategy_name: str, rounds: list[int], epochs: int, seed: int = 0) -> dict:
@@ -157,66 +276,115 @@ def lora_loop(w, strategy_name: str, rounds: list[int], epochs: int, seed: int =
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", default=",".join(TEXT_DATASETS))
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--budget", type=int, default=300)
-    ap.add_argument("--step", type=int, default=25)
+    ap.add_argument("--step", type=int, default=50)
+    ap.add_argument("--strategies", default=",".join(STRATEGY_NAMES + COLD_START))
+    ap.add_argument("--lora", action="store_true", help="also part 4, the LoRA loop on YouTube (~15 min)")
     ap.add_argument("--lora-epochs", type=int, default=4)
     ap.add_argument("--lora-rounds", default="100,200", help="cumulative label counts of the LoRA rounds")
-    ap.add_argument("--no-lora", action="store_true", help="only the strategy comparison")
-    ap.add_argument("--quick", action="store_true", help="1 seed, budget 50, LoRA 1 epoch with 20 labels")
+    ap.add_argument("--quick", action="store_true", help="1 seed, budget 100")
+    ap.add_argument("--part", help="write only docs/results/active_learning_<part>.json (run datasets in parallel "
+                                   "processes, then --combine)")
+    ap.add_argument("--combine", help="comma-separated parts: merge their datasets, choose the default, plot")
     args = ap.parse_args(argv)
+    if args.combine:
+        return combine(args.combine.split(","), args.strategies.split(","))
     if args.quick:
-        args.seeds, args.budget, args.step, args.lora_epochs, args.lora_rounds = 1, 50, 25, 1, "20"
+        args.seeds, args.budget, args.lora_epochs, args.lora_rounds = 1, 100, 1, "20"
     t0 = time.perf_counter()
-    w = wrench_setup("snorkel")
-    f = w.frame
-    X = embed(f["text"].to_list())
-    gold = np.asarray([LABELS.index(x) for x in f["label"].to_list()])
-    weak = np.asarray([LABELS.index(x) if x is not None else -1 for x in f["weak_label"].to_list()])
-    split = np.asarray(f["split"].to_list(), dtype=object)
-    clean = np.isin(f["record_id"].to_numpy(), list(w.clean_test_ids))
-    results = {"part1_proxy": compare_strategies(X, weak, gold, split, clean, args.budget, args.step,
-                                                 list(range(args.seeds)))}
-    p1 = results["part1_proxy"]
-    print(f"\nPart 1 — strategies with the fast proxy learner (embeddings + logistic regression), "
-          f"{len(p1['seeds'])} seeds. Test accuracy %; all-gold reference {pct(p1['all_gold_reference_test'])}")
-    shown = [b for b in p1["budgets"] if b % 50 == 0]
-    print(f"{'strategy':<18}" + "".join(f"{b:>7}" for b in shown) + "   labels to within 1 pt of all-gold")
-    for name, s in p1["strategies"].items():
-        print(f"{name:<18}" + "".join(f"{pct(s['test_by_budget'][b]):>7}" for b in shown)
-              + f"   {s['labels_to_within_1_point_of_all_gold'] or f'>{args.budget}'}")
-    active = {k: v for k, v in p1["strategies"].items() if k != "random"}
-    best = max(active, key=lambda k: active[k]["mean_accuracy_over_budgets"])
-    results["best_strategy"] = best
-    if not args.no_lora:
+    names = args.strategies.split(",")
+    results: dict = {"protocol": {"learner": "frozen base-encoder embeddings + logistic regression (C=2)",
+                                  "weak_weight": 1.0, "gold_weight": GOLD_WEIGHT, "step": args.step,
+                                  "budget": args.budget, "seeds": args.seeds,
+                                  "auto": {"candidates": list(AUTO_CANDIDATES), "default": DEFAULT_STRATEGY}},
+                     "datasets": {}}
+    for ds in args.datasets.split(","):
+        t = time.perf_counter()
+        d = load_dataset(ds)
+        print(f"\n{ds}: pool {len(d['train'])}, test {len(d['test'])}, weak coverage {pct(d['weak_coverage_train'])}"
+              f"%, weak accuracy {pct(d['weak_accuracy_train'])}% (setup {time.perf_counter() - t:.0f}s)", flush=True)
+        results["datasets"][ds] = compare_strategies(d, args.budget, args.step, list(range(args.seeds)), names)
+    if args.part:
+        results["seconds"] = time.perf_counter() - t0
+        print(f"part: {write_results(f'active_learning_{args.part}', results)}")
+        return results
+    results["default_choice"] = choose_default(results["datasets"], names)
+    _report(results)
+    if args.lora:
+        from experiments.common import wrench_setup
+
         rounds = [int(x) for x in args.lora_rounds.split(",")]
-        results["part2_lora"] = lora_loop(w, best, rounds, args.lora_epochs)
-        print(f"\nPart 2 — the product's loop: LoRA MiniLM on weak labels + rounds of labels chosen by {best} "
-              f"(scored by the LoRA model). Test accuracy %.")
-        print(f"{'labels chosen by':<22}{'labels':>8}{'test':>8}{'leak-free':>11}")
-        for r in results["part2_lora"]["rows"]:
+        results["part4_lora"] = lora_loop(wrench_setup("snorkel"), results["default_choice"]["default"], rounds,
+                                          args.lora_epochs)
+        for r in results["part4_lora"]["rows"]:
             print(f"{r['name']:<22}{r['labels']:>8}{pct(r['test']):>8}{pct(r['test_leakage_free']):>11}")
-        final = [r for r in results["part2_lora"]["rows"] if r["name"] == best][-1]
-        results["reaches_97_5_with_at_most_200_active_labels"] = bool(final["labels"] <= 200
-                                                                      and final["test"] * 100 >= ALL_GOLD_ANCHOR)
-        print(f"≤200 active labels + weak labels reach {ALL_GOLD_ANCHOR}: "
-              f"{'yes' if results['reaches_97_5_with_at_most_200_active_labels'] else 'no'} "
-              f"({pct(final['test'])} with {final['labels']} labels)")
     results["seconds"] = time.perf_counter() - t0
-    results["plot"] = str(_plot(results))
-    print(f"results: {write_results('active_learning', results)}; plot: {results['plot']}")
+    results["plots"] = [str(p) for p in _plot(results)]
+    print(f"results: {write_results('active_learning', results)}; plots: {results['plots']}")
     return results
 
 
-def _plot(results: dict):
+def combine(parts: list[str], names: list[str]) -> dict:
+    """Merge per-dataset parts (docs/results/active_learning_<part>.json) into active_learning.json."""
+    import json
+
+    from experiments.common import RESULTS
+
+    results: dict = {"datasets": {}, "seconds": 0.0}
+    for part in parts:
+        r = json.loads((RESULTS / f"active_learning_{part}.json").read_text())
+        results["protocol"] = r["protocol"]
+        for ds, d in r["datasets"].items():     # a later part's strategies replace an earlier part's
+            d = _int_budgets(d)
+            if ds in results["datasets"]:
+                results["datasets"][ds]["strategies"] |= d["strategies"]
+            else:
+                results["datasets"][ds] = d
+        results["seconds"] += r["seconds"]
+    results["default_choice"] = choose_default(results["datasets"], [n for n in names if n != "auto"])
+    _report(results)
+    results["plots"] = [str(p) for p in _plot(results)]
+    print(f"results: {write_results('active_learning', results)}; plots: {results['plots']}")
+    return results
+
+
+def _int_budgets(d: dict) -> dict:
+    for s in d["strategies"].values():
+        for key, v in list(s.items()):
+            if key.endswith("_by_budget"):
+                s[key] = {int(b): x for b, x in v.items()}
+    return d
+
+
+def _report(results: dict) -> None:
+    for ds, r in results["datasets"].items():
+        print(f"\n{ds} ({r['source']}): test accuracy %, {len(r['seeds'])} seeds; all-gold reference "
+              f"{pct(r['all_gold_reference_test'])}")
+        print(f"{'strategy':<22}" + "".join(f"{b:>7}" for b in r["budgets"]) + "   labels to within 1 pt of all-gold")
+        for name, s in r["strategies"].items():
+            print(f"{name:<22}" + "".join(f"{pct(s['test_by_budget'][b]):>7}" for b in r["budgets"])
+                  + f"   {s['labels_to_within_1_point_of_all_gold'] or '>' + str(r['budgets'][-1])}")
+    dc = results["default_choice"]
+    print(f"\ndefault: {dc['default']} ({dc['rule']}); qualifying: {', '.join(dc['qualifying'])}")
+    for name, e in dc["evidence"].items():
+        print(f"  {name:<20} worst gap to margin @200/300 {100 * e['worst_gap_to_margin_at_200_300']:+.1f}  "
+              f"mean accuracy {pct(e['mean_accuracy_all_datasets'])}")
+
+
+def _plot(results: dict) -> list:
     from training.plots import plot_learning_curve
 
-    p1 = results["part1_proxy"]
-    curves = {name: [(b, 100 * a) for b, a in s["test_by_budget"].items()] for name, s in p1["strategies"].items()}
-    anchors = {"same learner, all gold": round(100 * p1["all_gold_reference_test"], 1)}
-    return plot_learning_curve(curves, DOCS / "experiment_active_learning.png", anchors=anchors,
-                               title=f"Active learning on WRENCH YouTube (proxy learner, {len(p1['seeds'])} seeds)",
-                               xlabel="human labels on top of the weak labels")
+    paths = []
+    for ds, r in results["datasets"].items():
+        curves = {name: [(b, 100 * a) for b, a in s["test_by_budget"].items()] for name, s in r["strategies"].items()
+                  if name not in ("least_confidence", "entropy")}
+        anchors = {"same learner, all gold": round(100 * r["all_gold_reference_test"], 1)}
+        paths.append(plot_learning_curve(curves, DOCS / f"experiment_active_learning_{ds}.png", anchors=anchors,
+                                         title=f"Active learning on {ds} (proxy learner, {len(r['seeds'])} seeds)",
+                                         xlabel="human labels on top of the weak labels"))
+    return paths
 
 
 if __name__ == "__main__":

@@ -193,6 +193,11 @@ def test_auto_with_history():
     # the most recent gain of each counts: margin's later round moved validation more
     later = both + [{"round": 3, "strategy": "margin", "val_before": 0.79, "val_after": 0.84}]
     assert choose_auto(later, c, "margin")[0] == "margin"
+    # a plateau (a change within the tolerance) is noise, not a reason to switch
+    flat = [{"round": 1, "strategy": "margin", "val_before": 0.80, "val_after": 0.795}]
+    assert choose_auto(flat, c, "margin")[0] == "margin"
+    close = flat + [{"round": 2, "strategy": "cluster_margin", "val_before": 0.795, "val_after": 0.799}]
+    assert choose_auto(close, c, "margin")[0] == "margin"
     # ties go to the default; unknown strategies in the history are ignored
     tie = [{"round": 1, "strategy": "cluster_margin", "val_before": 0.8, "val_after": 0.82},
            {"round": 2, "strategy": "margin", "val_before": 0.82, "val_after": 0.84},
