@@ -67,7 +67,9 @@ def bench_sft(n_train: int, n_val: int, epochs: int, batch_size: int, lr: float,
     load_s = time.perf_counter() - t
 
     convs = seed_conversations()
-    train, val = convs[:n_train], convs[-n_val:]
+    train = convs[:n_train]
+    # the shortest of the other tasks: every val answer fits in max_length (a cut-off one has no loss)
+    val = sorted(convs[n_train:], key=lambda c: sum(len(m["content"]) for m in c))[:n_val]
     config = SftConfig(base_model=folder, epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length,
                        lora_dropout=0.0, patience=0, device=dev, seed=0, num_generations=0)
 
