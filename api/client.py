@@ -4,12 +4,18 @@
     client = server_client(server_option)        # --server, else CURATE_SERVER_URL; None when neither is set
     client.sql("SELECT count(*) FROM records")    # same shape as curation.sql.SqlResult.to_json()
 
+Instruction data: `ingest(dataset, path, task="instruction", layout=...)`, `apply_lfs(dataset,
+"builtin:instruction-quality")`, `split(dataset, template_aware=True)`, `contamination(dataset, eval_path)`,
+`train` / `score` / `select` (an instruction dataset trains SFT), `export(dataset, name, "chat-jsonl")`,
+`records` and `revisions`. Job routes return the job; `wait=True` (default) waits and returns its result.
+
 Errors keep the server's status and code (`ServerError.status`, `.code`); a server that cannot be reached says so
 and what to do.
 """
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Self
 
 import httpx
@@ -78,6 +84,73 @@ class ServerClient:
             offset = page["next_offset"]
         return items
 
+    def dataset(self, name: str) -> dict:
+        return self.request("GET", f"/datasets/{name}")
+
+    def records(self, dataset: str, *, limit: int = 50, offset: int = 0, **filters: Any) -> dict:
+        """A page of records; instruction datasets add prompt, response, messages, revision, turns, tokens."""
+        params = {"limit": limit, "offset": offset, **{k: v for k, v in filters.items() if v is not None}}
+        return self.request("GET", f"/datasets/{dataset}/records", params=params)
+
+    def revisions(self, dataset: str, record_id: int) -> dict:
+        return self.request("GET", f"/datasets/{dataset}/records/{record_id}/revisions")
+
+    def ingest(self, dataset: str, path: str | Path, **options: Any) -> dict:
+        """Upload a file to ingest. Options: the form fields of POST /datasets/{name}/ingest (text_field,
+        label_field, id_field, group_field, labels, format; task, layout, prompt_field, response_field,
+        system_field, max_tokens, tokenizer for instruction files)."""
+        return self._upload("POST", f"/datasets/{dataset}/ingest", path, options)
+
+    def apply_lfs(self, dataset: str, lfs: str | Path, *, force: bool = False) -> dict:
+        """Apply a declarative LF file (uploaded) or a built-in set (`builtin:NAME`, applied by name)."""
+        if str(lfs).startswith("builtin:"):
+            return self.request("POST", f"/datasets/{dataset}/lfs",
+                                files={"lfs": (None, str(lfs)), "force": (None, str(force).lower())})
+        return self._upload("POST", f"/datasets/{dataset}/lfs", lfs, {"force": force})
+
+    def label_model(self, dataset: str, kind: str = "snorkel") -> dict:
+        return self.request("POST", f"/datasets/{dataset}/label-model", json={"kind": kind})
+
+    def split(self, dataset: str, **options: Any) -> dict:
+        """A new split (SplitIn fields: ratios, group_by, near_dup_threshold, seed, from_column, template_aware)."""
+        return self.request("POST", f"/datasets/{dataset}/splits",
+                            json={k: v for k, v in options.items() if v is not None})
+
+    def contamination(self, dataset: str, path: str | Path, *, wait: bool = True, **options: Any) -> dict:
+        """Check `dataset` against the evaluation file `path` (options: ngram, min_overlap, format, text_field).
+        wait: the finished job's result (the first flagged records; all: `contamination_flags`); else the job."""
+        job = self._upload("POST", f"/datasets/{dataset}/contamination", path, options)
+        return self.result(job) if wait else job
+
+    def contamination_flags(self, dataset: str, *, check_id: str | None = None, limit: int = 100,
+                            offset: int = 0) -> dict:
+        params = {"limit": limit, "offset": offset, **({"check_id": check_id} if check_id else {})}
+        return self.request("GET", f"/datasets/{dataset}/contamination", params=params)
+
+    def export(self, dataset: str, name: str, fmt: str = "chat-jsonl", **options: Any) -> dict:
+        body = {"name": name, "format": fmt, **{k: v for k, v in options.items() if v is not None}}
+        return self.request("POST", f"/datasets/{dataset}/export", json=body)
+
+    def train(self, dataset: str, config: dict | None = None, *, wait: bool = True) -> dict:
+        """A training job (an instruction dataset trains an SFT LoRA adapter); wait: its result (the run)."""
+        job = self.request("POST", "/runs", json={"dataset": dataset, "config": config or {}})
+        return self.result(job) if wait else job
+
+    def score(self, run_id: str, dataset: str | None = None, *, include_labeled: bool = False,
+              wait: bool = True) -> dict:
+        job = self.request("POST", f"/runs/{run_id}/score", json={"dataset": dataset,
+                                                                  "include_labeled": include_labeled})
+        return self.result(job) if wait else job
+
+    def response_scores(self, run_id: str, *, order: str = "highest_loss", limit: int = 50, offset: int = 0) -> dict:
+        return self.request("GET", f"/runs/{run_id}/scores", params={"order": order, "limit": limit,
+                                                                     "offset": offset})
+
+    def select(self, run_id: str, strategy: str = "least_confidence", n: int = 50, *, seed: int = 0,
+               round: int | None = None) -> dict:
+        body = {"run_id": run_id, "strategy": strategy, "n": n, "seed": seed, "round": round}
+        return self.request("POST", "/selections", json={k: v for k, v in body.items() if v is not None})
+
     def request_round(self, dataset: str, trigger: str = "cli") -> dict:
         return self.request("POST", f"/datasets/{dataset}/rounds", json={"trigger": trigger})
 
@@ -96,6 +169,19 @@ class ServerClient:
 
     def retry(self, job_id: str) -> dict:
         return self.request("POST", f"/jobs/{job_id}/retry")
+
+    def result(self, job: dict, **wait_options: Any) -> Any:
+        """Wait for `job` and return its result; a failed job is a ServerError with the job's error."""
+        done = self.wait(job["job_id"], **wait_options)
+        if done["status"] != "succeeded":
+            raise ServerError(f"job {done['job_id']} ({done['kind']}) failed: {done.get('error')}", None, "job_failed")
+        return done["result"]
+
+    def _upload(self, method: str, path: str, file: str | Path, form: dict) -> Any:
+        fields = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in form.items() if v is not None}
+        file = Path(file)
+        with file.open("rb") as f:
+            return self.request(method, path, files={"file": (file.name, f)}, data=fields)
 
     def wait(self, job_id: str, *, poll_s: float = 0.5, timeout_s: float | None = None,
              on_progress: Callable[[dict], None] | None = None) -> dict:

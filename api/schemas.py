@@ -97,6 +97,7 @@ class AuditOut(_Out):
 # -- datasets and records ----------------------------------------------------------------------------------
 class DatasetOut(_Out):
     name: str
+    task: Literal["classification", "instruction"] = "classification"
     labels: list[str]
     contract_version: str
     created_at: dt.datetime | None = None
@@ -126,6 +127,33 @@ class RecordOut(_Out):
     origin: str
     parent_id: int | None = None
     split: str | None = None
+    # instruction datasets (from the `instructions` view: the latest accepted revision); null for classification
+    prompt: str | None = Field(None, description="instruction: everything before the last assistant turn")
+    response: str | None = Field(None, description="instruction: the last assistant turn (latest accepted revision)")
+    messages: list[dict] | None = Field(None, description="instruction: the conversation, [{role, content}, ...]")
+    revision: int | None = Field(None, description="instruction: the revision shown (0 = as ingested)")
+    turns: int | None = None
+    tokens: int | None = Field(None, description="instruction: the conversation's token count at ingest")
+
+
+class RevisionOut(_Out):
+    revision: int = Field(description="0 is the record as ingested")
+    response: str
+    messages: list[dict]
+    parent_revision: int | None = None
+    source: str = Field(description="ingest | annotation | import")
+    annotator: str | None = None
+    annotation_id: int | None = None
+    status: str = Field(description="accepted | superseded (revision 0: accepted)")
+    current: bool = Field(description="the revision exports and training use (the latest accepted one)")
+    created_at: str | None = None
+
+
+class RevisionsOut(_Out):
+    record_id: int
+    dataset: str
+    current: int = Field(description="the latest accepted revision")
+    revisions: list[RevisionOut] = Field(description="oldest first")
 
 
 class DatasetSettingsOut(_Out):
@@ -139,6 +167,9 @@ class DatasetSettingsOut(_Out):
 
 
 class IngestOut(_Out):
+    """Classification and instruction ingests alike; instruction adds `task`, `layout`, `tokenizer`, `tokens` and
+    `max_tokens`."""
+
     dataset: str
     file: str | None = Field(description="the uploaded file's name")
     format: str
@@ -221,6 +252,35 @@ class SplitIn(_In):
     near_dup_threshold: float | None = Field(None, ge=0, le=1)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     from_column: str | None = Field(None, description="take given splits from this meta column")
+    template_aware: bool | None = Field(None, description="drop shared template n-grams and join a passage "
+                                        "contained in a longer text before comparing; default: on for instruction "
+                                        "datasets (split on the prompt), off for classification")
+
+
+# -- contamination --------------------------------------------------------------------------------------------
+class ContaminationCheckOut(_Out):
+    """A stored contamination check (the newest of a dataset unless a check_id is asked for)."""
+
+    check_id: str
+    dataset: str
+    against: str = Field(description="the evaluation file checked against")
+    ngram: int
+    checked: int = Field(description="records checked")
+    contaminated: int = Field(description="records flagged")
+    params: Any = None
+    created_at: str | None = None
+
+
+class ContaminationFlagOut(_Out):
+    record_id: int
+    source_id: str | None = None
+    overlap: float = Field(description="share of the record's tokens covered by n-grams shared with the eval set")
+    field: str | None = Field(None, description="the fields that matched (prompt, response or text)")
+    matched: str | None = Field(None, description="an example of the shared n-gram (normalised tokens)")
+
+
+class ContaminationPage(Page[ContaminationFlagOut]):
+    check: ContaminationCheckOut | None = Field(description="the check these flags belong to; null: none run")
 
 
 class AugmentIn(_In):
@@ -254,6 +314,18 @@ class RunOut(_Out):
     error: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
+
+
+class ResponseScoreOut(_Out):
+    """SFT runs: the mean token negative log-likelihood of a record's response (fine-tuned and base model)."""
+
+    record_id: int
+    prompt: str | None = None
+    response: str | None = None
+    loss: float
+    base_loss: float | None = None
+    tokens: int | None = None
+    scored_at: str | None = None
 
 
 class PredictionOut(_Out):

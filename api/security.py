@@ -78,6 +78,7 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("GET", "/datasets"): "read",
     ("GET", "/datasets/{name}"): "read",
     ("GET", "/datasets/{name}/records"): "read",
+    ("GET", "/datasets/{name}/records/{record_id}/revisions"): "read",
     ("PATCH", "/datasets/{name}/settings"): "admin",
     ("POST", "/datasets/{name}/ingest"): "engineer",
     # SQL
@@ -91,6 +92,8 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("GET", "/datasets/{name}/splits/check"): "read",
     ("POST", "/datasets/{name}/augment"): "engineer",
     ("POST", "/datasets/{name}/export"): "engineer",
+    ("POST", "/datasets/{name}/contamination"): "engineer",
+    ("GET", "/datasets/{name}/contamination"): "read",
     # label quality
     ("GET", "/datasets/{name}/agreement"): "read",
     ("POST", "/datasets/{name}/consensus"): "engineer",
@@ -103,6 +106,7 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("GET", "/runs/{run_id}"): "read",
     ("POST", "/runs/{run_id}/score"): "trainer",
     ("GET", "/runs/{run_id}/predictions"): "read",
+    ("GET", "/runs/{run_id}/scores"): "read",
     ("POST", "/selections"): "trainer",
     ("GET", "/selections"): "read",
     ("GET", "/selections/{selection_id}"): "read",
@@ -130,7 +134,7 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
 # routes that take multipart/form-data (uploads); every other body must be JSON
 UPLOAD_ROUTES: frozenset[tuple[str, str]] = frozenset({
     ("POST", "/datasets/{name}/ingest"), ("POST", "/datasets/{name}/lfs"), ("POST", "/datasets/{name}/votes"),
-    ("POST", "/datasets/{name}/annotations"),
+    ("POST", "/datasets/{name}/annotations"), ("POST", "/datasets/{name}/contamination"),
 })
 UNLISTED = "admin"   # a route missing from ROUTE_ROLES (and unknown paths): admins only
 

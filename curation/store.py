@@ -33,7 +33,9 @@ _CONFIG = {
 
 
 TASKS = ("classification", "instruction")
-INSTRUCTION_LABELS = ("keep", "drop")  # the default quality labels of an instruction dataset
+# the default quality labels of an instruction dataset (class index = position: probs[0] is P(keep)); the one
+# definition (labeling.lfs.INSTRUCTION_LABELS re-exports it)
+INSTRUCTION_LABELS = ("keep", "drop")
 
 
 def now() -> dt.datetime:
@@ -129,13 +131,13 @@ class Store:
 
     # -- datasets --------------------------------------------------------------------------------------
     def dataset(self, name: str) -> dict:
-        rows = self.query("SELECT name, labels, contract_version, settings, created_at FROM store.datasets "
+        rows = self.query("SELECT name, labels, contract_version, settings, created_at, task FROM store.datasets "
                           "WHERE name = ?", [name])
         if not rows:
             known = [r[0] for r in self.query("SELECT name FROM store.datasets ORDER BY name")]
             raise NotFound(f"no dataset {name!r}; known: {', '.join(known) or 'none (run `curate ingest`)'}")
-        name, labels, contract, settings, created = rows[0]
-        return {"name": name, "labels": list(labels), "contract_version": contract,
+        name, labels, contract, settings, created, task = rows[0]
+        return {"name": name, "labels": list(labels), "contract_version": contract, "task": task,
                 "settings": json.loads(settings) if settings else {}, "created_at": created}
 
     def datasets(self) -> pl.DataFrame:

@@ -139,7 +139,9 @@ def apply_lfs(store: Store, dataset: str, lfs: str | Path | Sequence[LF], *, fau
         raise InputError(f"dataset {dataset!r} declares labels {labels}; LFs need a label set of 2 or more "
                          "(ingest with --labels)")
     source = str(lfs) if isinstance(lfs, (str, Path)) else "<python>"
-    lf_list = load_lfs(lfs) if isinstance(lfs, (str, Path)) else list(lfs)
+    lf_list = (load_lfs(lfs, max_bytes=store.settings.lf_file_max_bytes,
+                        regex_timeout_s=store.settings.lf_regex_timeout_s)
+               if isinstance(lfs, (str, Path)) else list(lfs))
     if task != "instruction":
         on_response = [lf.name for lf in lf_list if isinstance(lf, RegexLF) and lf.field == "response"]
         if on_response:

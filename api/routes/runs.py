@@ -73,6 +73,23 @@ def predictions(run_id: str, store: StoreDep, limit: Limit = 50, offset: Offset 
     return page(frame_rows(rows), total, limit, offset)
 
 
+@router.get("/runs/{run_id}/scores", response_model=S.Page[S.ResponseScoreOut], tags=["runs"])
+def response_scores(run_id: str, store: StoreDep, limit: Limit = 50, offset: Offset = 0,
+                    order: Annotated[str, Query(pattern="^(record_id|highest_loss|lowest_loss)$")] = "record_id"
+                    ) -> dict:
+    """SFT runs: each scored record's response loss (mean token NLL under the fine-tuned model) beside the base
+    model's, written by POST /runs/{run_id}/score. Select the worst for review with POST /selections (strategy
+    highest_loss or cluster_loss)."""
+    _check_run(store, run_id)
+    order_by = {"record_id": "s.record_id", "highest_loss": "s.loss DESC, s.record_id",
+                "lowest_loss": "s.loss ASC, s.record_id"}[order]
+    total = store.one("SELECT count(*) FROM store.response_scores WHERE run_id = ?", [run_id])
+    rows = store.frame(f"SELECT s.record_id, i.prompt, i.response, s.loss, s.base_loss, s.tokens, s.scored_at "
+                       f"FROM store.response_scores s LEFT JOIN main.instructions i USING (record_id) "
+                       f"WHERE s.run_id = ? ORDER BY {order_by} LIMIT ? OFFSET ?", [run_id, limit, offset])
+    return page(frame_rows(rows), total, limit, offset)
+
+
 @router.post("/selections", response_model=S.SelectionOut, status_code=201,
              tags=["selections"])
 def select(body: S.SelectIn, store: StoreDep) -> dict:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from curation.errors import InputError
+from curation.store import INSTRUCTION_LABELS  # noqa: F401 - re-exported: one label set, defined in curation
 
 ABSTAIN = -1
 ENGINES = ("auto", "sql", "python")
@@ -40,8 +41,6 @@ RECORD_COLUMNS = ("record_id", "source_id", "text", "group", "meta", "input_hash
                   "response")
 # the text columns a keyword/regex LF can read (`field=`); `prompt` is `text` under its instruction-data name
 TEXT_FIELDS = ("text", "prompt", "response")
-# the label set of an instruction dataset's quality labels (class index = position: probs[0] is P(keep))
-INSTRUCTION_LABELS = ("keep", "drop")
 
 
 class LFDefinitionError(InputError):
