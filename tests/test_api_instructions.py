@@ -99,9 +99,11 @@ def test_ingest_layout_and_field_options(client):
                                {"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}]
     assert rec["response"] == "4" and "What is 2+2?" in rec["prompt"] and rec["revision"] == 0
     chat = json.dumps({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]})
+    chat = chat[:-1] + ', "secret": "pii", "topic": "greeting"}'
     r = client.post("/datasets/chat/ingest", files=upload(chat.encode() + b"\n"),
-                    data={"format": "chat", "tokenizer": "whitespace"})
+                    data={"format": "chat", "tokenizer": "whitespace", "exclude_fields": "secret"})
     assert r.status_code == 201 and r.json()["layout"] == "chat", r.text
+    assert client.get("/datasets/chat/records").json()["items"][0]["meta"] == {"topic": "greeting"}
     # instruction options on a classification ingest, classification options on an instruction one: 400
     r = client.post("/datasets/cls/ingest", files=upload(b"text\nhello\n", "x.csv"), data={"max_tokens": "5"})
     assert r.status_code == 400 and "task=instruction" in r.json()["error"]["message"]

@@ -59,6 +59,8 @@ def ingest_upload(name: str, store: StoreDep,
                   id_field: Annotated[str | None, Form()] = None,
                   group_field: Annotated[str | None, Form()] = None,
                   labels: Annotated[str | None, Form(description="comma-separated label set")] = None,
+                  exclude_fields: Annotated[str | None, Form(description="columns not stored at all (PII, answer "
+                                                             "keys), comma-separated")] = None,
                   format: Annotated[str | None, Form(description="csv|jsonl|parquet (default: suffix); an "
                                                      "instruction layout name is taken as `layout`")] = None,
                   task: Annotated[Literal["classification", "instruction"] | None,
@@ -90,12 +92,13 @@ def ingest_upload(name: str, store: StoreDep,
     instruction_only = {"layout": layout, "prompt_field": prompt_field, "response_field": response_field,
                         "system_field": system_field, "max_tokens": max_tokens}
     task = task or dataset_task(store, name) or ("instruction" if layout or prompt_field else "classification")
+    exclude = tuple(c.strip() for c in (exclude_fields or "").split(",") if c.strip())
     with uploaded(file) as path:
         if task == "instruction":
             if label_field or labels or text_field != "text":
                 raise InputError("text_field, label_field and labels are for classification; an instruction file "
                                  "names its columns with prompt_field/response_field/system_field")
-            fields = InstructionFields(prompt_field, response_field, system_field, id_field, group_field)
+            fields = InstructionFields(prompt_field, response_field, system_field, id_field, group_field, exclude)
             result = ingest_instructions(store, path, name, fmt=layout or "auto", fields=fields,
                                          max_tokens=max_tokens, file_format=format,
                                          count_tokens=token_counter() if tokenizer == "llm" else None)
@@ -103,7 +106,7 @@ def ingest_upload(name: str, store: StoreDep,
             given = [k for k, v in instruction_only.items() if v is not None]
             if given:
                 raise InputError(f"{', '.join(given)}: for instruction files; set task=instruction")
-            fields = FieldMap(text=text_field, label=label_field, id=id_field, group=group_field)
+            fields = FieldMap(text_field, label_field, id_field, group_field, exclude)
             label_list = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
             result = ingest(store, path, name, fields=fields, labels=label_list, fmt=format)
     return plain(result) | {"file": file.filename}
