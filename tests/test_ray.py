@@ -162,3 +162,28 @@ def test_scores_equal_to_local(ray_engine, tmp_path, one_torch_thread):
     ea, eb = np.array(a["embedding"].to_list()), np.array(b["embedding"].to_list())
     assert np.abs(ea - eb).max() <= 1e-5
     assert local["predicted"] == ray["predicted"]
+
+
+# -- training: Ray Train TorchTrainer (DDP), 2 workers x 0.5 CPU ------------------------------------------
+def test_train_on_ray_ddp_records_the_same_schema(ray_engine, tmp_path, one_torch_thread):
+    from curation.store import Store
+    from tests.test_training import build_store, wrench_rows
+    from training.config import TrainConfig
+    from training.score import load_model
+    from training.train import train
+
+    store = Store.open(Settings(db=tmp_path / "t.duckdb"))
+    try:
+        build_store(store, rows=wrench_rows(64, 24, 16), leak_test=0)
+        cfg = TrainConfig(epochs=1, max_length=32, batch_size=16, warmup_ratio=0.0, patience=0)
+        local = train(store, "yt", cfg)
+        ray = train(store, "yt", cfg, engine=ray_engine)
+        rows = store.frame("SELECT run_id, status FROM store.runs ORDER BY started_at")
+    finally:
+        store.close()
+    assert rows["status"].to_list() == ["succeeded", "succeeded"]
+    assert set(ray["metrics"]) == set(local["metrics"]) and set(ray["metrics"]["val"]) == set(local["metrics"]["val"])
+    assert [set(h) for h in ray["history"]] == [set(h) for h in local["history"]]
+    assert ray["data_counts"] == local["data_counts"]
+    m = load_model(ray["run_dir"], "cpu")                    # the saved adapter loads and predicts
+    assert m.predict_proba(["check out my channel"]).shape == (1, 2)

@@ -241,7 +241,7 @@ def new_run_id() -> str:
 
 # -- the DuckDB edge ------------------------------------------------------------------------------------
 def train(store, dataset: str, config: TrainConfig | None = None, progress: Progress | None = None, *,
-          allow_contamination: bool = False) -> dict:
+          allow_contamination: bool = False, engine=None) -> dict:
     """Snapshot `dataset`, train on the snapshot, record the run. Returns the run (see `train_snapshot`).
     An instruction dataset (or an `SftConfig`) goes to supervised fine-tuning of an LLM
     (`training.sft_runs.train_sft_run`; the run's task is 'sft')."""
@@ -255,7 +255,7 @@ def train(store, dataset: str, config: TrainConfig | None = None, progress: Prog
     manifest = versions.snapshot(store, dataset)
     frame, manifest = versions.load_snapshot(manifest["path"])
     return train_snapshot(store, frame, manifest, config or TrainConfig(), progress,
-                          allow_contamination=allow_contamination)
+                          allow_contamination=allow_contamination, engine=engine)
 
 
 def check_leakage(manifest: dict, config: TrainConfig) -> int:
@@ -279,8 +279,9 @@ def check_contamination_gate(store, frame, manifest: dict, allow: bool) -> dict:
 
 
 def train_snapshot(store, frame, manifest: dict, config: TrainConfig, progress: Progress | None = None, *,
-                   allow_contamination: bool = False) -> dict:
-    """Train on an already loaded snapshot (frame + manifest) and record the run in `store.runs`."""
+                   allow_contamination: bool = False, engine=None) -> dict:
+    """Train on an already loaded snapshot (frame + manifest) and record the run in `store.runs`. `engine`: a Ray
+    `curation.engine.Engine` trains with Ray Train's TorchTrainer (DDP over the cluster's workers)."""
     from curation.store import now
 
     dataset = manifest["dataset"]
@@ -298,7 +299,12 @@ def train_snapshot(store, frame, manifest: dict, config: TrainConfig, progress: 
                     [run_id, dataset, manifest.get("version_id"), config.model_dump_json(),
                      bool(leaks and config.allow_leakage), contamination["contamination_allowed"], started])
     try:
-        result = run_training(frame, labels, config, progress)
+        if engine is not None:   # the same run_training per DDP worker (curation.engine.ray_run_training)
+            from curation.engine import ray_run_training
+
+            result = ray_run_training(frame, labels, config, engine=engine, progress=progress)
+        else:
+            result = run_training(frame, labels, config, progress)
         run = {
             "run_id": run_id, "dataset": dataset, "status": "succeeded", "snapshot_id": manifest.get("version_id"),
             "split_id": manifest.get("split_id"), "split_leaks": leaks, "leakage_allowed": bool(leaks),
