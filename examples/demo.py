@@ -499,10 +499,25 @@ def _round_row(api, number: int, job: dict) -> dict:
         v = (m.get(part) or {}).get("accuracy")
         return None if v is None else round(100 * v, 1)
 
+    run = api.request("GET", f"/runs/{r['run_id']}") if r.get("run_id") else {}
+    round_s, train_s = _seconds(r), _seconds(run)
     return {"round": number, "labels_used": r.get("annotations_used") or 0, "run": r.get("run_id"),
             "val_acc": acc("val"), "test_acc": acc("test"),
             "test_leakage_free_acc": acc("test_leakage_free") or acc("test"),
-            "tasks_pushed": r.get("tasks_pushed"), "reliability": (m.get("test") or {}).get("reliability")}
+            "tasks_pushed": r.get("tasks_pushed"), "round_s": round_s, "train_s": train_s,
+            "pull+score+select+push_s": None if round_s is None or train_s is None else round(round_s - train_s, 1),
+            "reliability": (m.get("test") or {}).get("reliability")}
+
+
+def _seconds(row: dict) -> float | None:
+    """finished_at - started_at of a round or run row (ISO timestamps), None when either is missing."""
+    from datetime import datetime
+
+    try:
+        a, b = (datetime.fromisoformat(str(row[k])) for k in ("started_at", "finished_at"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return round((b - a).total_seconds(), 1)
 
 
 def _plots(rounds: list[dict]) -> None:
