@@ -152,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         from labeling.studio import server as ls_server
 
     quiet_third_party()
-    shutil.rmtree(args.workdir, ignore_errors=True)
-    args.workdir.mkdir(parents=True)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    for old in args.workdir.iterdir():   # a fresh store; `make demo-llm` keeps its own in <workdir>/llm
+        if old.name != "llm":
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
     db = args.workdir / "curate.duckdb"
     secret, api_key = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
 
@@ -285,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             StudioClient(ls["url"], ls["token"]) as admin:
         with steps("sign up the simulated annotators"):
             for i, (name, acc) in enumerate(TEAM if k > 1 else TEAM[:1]):
-                person = admin.users.signup_annotator(f"simulated-{name}-{secrets.token_hex(3)}@curate.local",
+                person = admin.users.signup_annotator(f"{name}-sim{secrets.token_hex(3)}@curate.local",
                                                       secrets.token_urlsafe(12) + "A1!")
                 team.append(SimulatedAnnotator(name, ls["url"], person.token, project, truth, acc, seed=i))
                 NAMES.update({person.email: name, f"ls-user:{person.id}": name})
@@ -376,7 +378,7 @@ NAMES: dict[str, str] = {}     # Label Studio's e-mail or "ls-user:<id>" (webhoo
 
 
 def _who(annotator: str) -> str:
-    """simulated-careless-c-1a2b3c@curate.local or ls-user:4 → careless-c"""
+    """careless-c-sim1a2b3c@curate.local or ls-user:4 → careless-c"""
     return NAMES.get(annotator, annotator)
 
 
@@ -428,7 +430,7 @@ def _label_issue_review(store, ls: dict, project: int, truth: dict[int, str], to
         console.print({"selection": sel["selection_id"], **{k: v for k, v in pushed.items()
                                                             if k in ("created", "reopened", "project_id")}})
         # a reviewer who has not labeled these records yet (Label Studio never serves a task twice to one person)
-        person = admin.users.signup_annotator(f"simulated-reviewer-{secrets.token_hex(3)}@curate.local",
+        person = admin.users.signup_annotator(f"reviewer-sim{secrets.token_hex(3)}@curate.local",
                                               secrets.token_urlsafe(12) + "A1!")
         reviewer = SimulatedAnnotator("reviewer", ls["url"], person.token, project, truth, accuracy=1.0)
         answered = []

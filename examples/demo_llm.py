@@ -132,7 +132,8 @@ def review_result(text: str, verdict: str, rating: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", type=Path, default=ROOT / ".demo" / "llm")
-    ap.add_argument("--max-steps", type=int, default=8, help="LoRA optimizer steps (CPU-sized)")
+    ap.add_argument("--max-steps", type=int, default=6, help="LoRA optimizer steps (CPU-sized)")
+    ap.add_argument("--batch-size", type=int, default=4, help="conversations per step")
     ap.add_argument("--max-length", type=int, default=256, help="tokens per conversation")
     ap.add_argument("--review", type=int, default=10, help="highest-loss records sent to review")
     ap.add_argument("--install-timing", type=Path, default=None, help="JSON from examples/timed.py (Makefile)")
@@ -205,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     step("7. A short SFT run (LoRA on SmolLM2-135M-Instruct, CPU): the gate first refuses the contaminated "
          "train records")
     train_args = ["train", "--dataset", DATASET, "--max-steps", str(args.max_steps), "--max-length",
-                  str(args.max_length), "--batch-size", "8", "--num-generations", "1", "--max-new-tokens", "32",
-                  "--device", "cpu", "--no-progress"]
+                  str(args.max_length), "--batch-size", str(args.batch_size), "--num-generations", "1",
+                  "--max-new-tokens", "32", "--device", "cpu", "--no-progress"]
     with steps("training gate (refuses)"):
         refused = curate(*train_args, check=False)
     if "error" in refused:
