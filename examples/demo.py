@@ -347,8 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     with steps("plots"):
         _plots(rounds)
     step("Rounds")
-    show(rounds, "per round (labels_used counts annotations; round 2's 100 came from 50 tasks × 2 annotators)"
-         if k > 1 else "per round")
+    show(rounds, "per round: accuracy (%), seconds (other = pull + score + select + push); labels = annotations"
+         + (" (round 2's 100 came from 50 tasks × 2 annotators)" if k > 1 else ""))
     if quality:
         show(quality["team"], "the simulated team: true accuracy vs what the consensus estimated")
     if review:
@@ -503,11 +503,10 @@ def _round_row(api, number: int, job: dict) -> dict:
 
     run = api.request("GET", f"/runs/{r['run_id']}") if r.get("run_id") else {}
     round_s, train_s = _seconds(r), _seconds(run)
-    return {"round": number, "labels_used": r.get("annotations_used") or 0, "run": r.get("run_id"),
-            "val_acc": acc("val"), "test_acc": acc("test"),
-            "test_leakage_free_acc": acc("test_leakage_free") or acc("test"),
-            "tasks_pushed": r.get("tasks_pushed"), "round_s": round_s, "train_s": train_s,
-            "pull+score+select+push_s": None if round_s is None or train_s is None else round(round_s - train_s, 1),
+    return {"round": number, "labels": r.get("annotations_used") or 0,
+            "val": acc("val"), "test": acc("test"), "test_no_leak": acc("test_leakage_free") or acc("test"),
+            "pushed": r.get("tasks_pushed"), "round_s": round_s, "train_s": train_s,
+            "other_s": None if round_s is None or train_s is None else round(round_s - train_s, 1),
             "reliability": (m.get("test") or {}).get("reliability")}
 
 
@@ -525,8 +524,8 @@ def _seconds(row: dict) -> float | None:
 def _plots(rounds: list[dict]) -> None:
     from training.plots import plot_calibration, plot_learning_curve
 
-    plot_learning_curve({"test": [(r["labels_used"], r["test_acc"]) for r in rounds if r["test_acc"] is not None],
-                         "val": [(r["labels_used"], r["val_acc"]) for r in rounds if r["val_acc"] is not None]},
+    plot_learning_curve({"test": [(r["labels"], r["test"]) for r in rounds if r["test"] is not None],
+                         "val": [(r["labels"], r["val"]) for r in rounds if r["val"] is not None]},
                         DOCS / "demo_learning_curve.png", title="Demo: accuracy per round (weak labels + annotations)",
                         ylabel="accuracy (%)")
     plot_calibration({f"round {r['round']}": r["reliability"] for r in rounds if r.get("reliability")},

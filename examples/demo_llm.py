@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     with steps("quality LFs + label model"):
         lfs = curate("lf", "apply", "--dataset", DATASET, "--lfs", "builtin:instruction-quality")
         lm = curate("label", "--dataset", DATASET, "--model", "auto")
-    console.print({k: lfs.get(k) for k in ("lf_set_id", "records", "lfs", "engine") if k in lfs})
+    show([{"lf": x.get("lf"), "engine": x.get("engine"), "fired": x.get("fired")} for x in lfs.get("lfs") or []],
+         f"{lfs.get('lf_set_id')}: {lfs.get('records')} records")
     console.print({k: lm.get(k) for k in ("model_id", "kind", "model", "chosen", "reason", "label_counts")
                    if k in lm})
     weak = curate("sql", "SELECT i.source_id, w.label FROM instructions i JOIN weak_labels w USING (record_id) "
