@@ -220,11 +220,16 @@ def write_partitions(table, folder: Path, parts: int) -> list[Path]:
     return paths
 
 
+# read/write tasks take a quarter CPU: with an actor (0.5 CPU) on each 1-CPU node, a 1-CPU read task would fit
+# nowhere and the pipeline would hang silently (the 2-CPU deadlock of the Ray note, per node)
+_IO = {"num_cpus": 0.25}
+
+
 def _read(ray, folder: Path):
     """A stage snapshot as a Ray dataset of one block per file (Ray would merge small files into one read task,
     and one block is one busy worker)."""
     files = len(list(folder.glob("*.parquet")))
-    return ray.data.read_parquet(str(folder), override_num_blocks=files)
+    return ray.data.read_parquet(str(folder), override_num_blocks=files, ray_remote_args=_IO)
 
 
 def read_results(folder: Path):
@@ -303,7 +308,7 @@ def ray_label_matrix(con, relation: str, lfs: Sequence, labels: Sequence[str], *
             ds = _read(ray, work / "in")
             ds.map_batches(_label_block, batch_size=batch_size, batch_format="pyarrow", num_cpus=0.5,
                            fn_kwargs={"lfs": list(lfs), "labels": list(labels), "fault_tolerant": fault_tolerant}
-                           ).write_parquet(str(work / "out"))
+                           ).write_parquet(str(work / "out"), ray_remote_args=_IO)
         out = read_results(work / "out") if n else None
         times["ray"] = time.perf_counter() - t0
     except Exception as e:
@@ -580,7 +585,7 @@ def ray_score(run_dir: str, pool, *, batch_size: int | None = None, device: str 
             compute=ray.data.ActorPoolStrategy(size=size),
             fn_constructor_kwargs={"run_dir": str(run_dir), "device": "cuda" if use_gpu else "cpu",
                                    "batch_size": batch_size, "threads": threads},
-            **res).write_parquet(str(work / "out"))
+            **res).write_parquet(str(work / "out"), ray_remote_args=_IO)
         out = read_results(work / "out")
     finally:
         cleanup(work)

@@ -13,8 +13,6 @@ from curation.errors import InputError
 from curation.settings import Settings
 from tests.helpers import make_dataset
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="session")
 def ray_engine():
@@ -36,6 +34,25 @@ def test_engine_choice_from_flags_and_settings():
     assert status(Engine()) ["engine"] == "local"
 
 
+def test_cli_engine_status_and_options(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    r = CliRunner().invoke(app, ["engine", "status", "--json", "--db", str(tmp_path / "t.duckdb")])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["engine"] == "local"
+    monkeypatch.setenv("CURATE_ENGINE", "spark")
+    r = CliRunner().invoke(app, ["engine", "status", "--json"])
+    assert r.exit_code != 0
+    for cmd in (["lf", "apply"], ["split"], ["score"], ["tune"]):
+        help_text = CliRunner().invoke(app, [*cmd, "--help"]).output
+        assert "--engine" in help_text and "--ray-address" in help_text, cmd
+
+
+@pytest.mark.slow   # a real Ray cluster (started once per session)
 def test_cluster_status_lists_two_loopback_nodes(ray_engine):
     st = status(ray_engine)
     assert st["engine"] == "ray" and len(st["nodes"]) == 2
@@ -52,6 +69,7 @@ def _texts(n=600):
     return (t * (n // len(t) + 1))[:n]
 
 
+@pytest.mark.slow   # a real Ray cluster (started once per session)
 def test_label_matrix_equal_to_local(ray_engine, store):
     from labeling import keyword_lf, labeling_function, regex_lf, sql_lf
     from labeling.lfs.apply import label_matrix
@@ -86,6 +104,7 @@ def test_label_matrix_equal_to_local(ray_engine, store):
     assert np.array_equal(m["record_ids"], local.record_ids) and np.array_equal(m["L"], local.L)
 
 
+@pytest.mark.slow   # a real Ray cluster (started once per session)
 def test_label_matrix_ray_stops_on_a_fault_like_local(ray_engine, store):
     from labeling import labeling_function
     from labeling.lfs.apply import LFRuntimeError, label_matrix
@@ -118,6 +137,7 @@ def _dup_texts(n=3000, seed=3):
     return out
 
 
+@pytest.mark.slow   # a real Ray cluster (started once per session)
 @pytest.mark.parametrize("template_aware", [False, True])
 def test_duplicate_components_equal_to_local(ray_engine, template_aware):
     from curation.dedup import DedupConfig, find_duplicates
@@ -137,6 +157,7 @@ def test_duplicate_components_equal_to_local(ray_engine, template_aware):
 
 
 # -- pool scoring ---------------------------------------------------------------------------------------
+@pytest.mark.slow   # a real Ray cluster (started once per session)
 def test_scores_equal_to_local(ray_engine, tmp_path, one_torch_thread):
     from curation.store import Store
     from tests.test_training import FAST, build_store, wrench_rows
@@ -165,6 +186,7 @@ def test_scores_equal_to_local(ray_engine, tmp_path, one_torch_thread):
 
 
 # -- training: Ray Train TorchTrainer (DDP), 2 workers x 0.5 CPU ------------------------------------------
+@pytest.mark.slow   # a real Ray cluster (started once per session)
 def test_train_on_ray_ddp_records_the_same_schema(ray_engine, tmp_path, one_torch_thread):
     from curation.store import Store
     from tests.test_training import build_store, wrench_rows
