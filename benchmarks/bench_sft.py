@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SEED_TASKS = ROOT.parent / "shared" / "data" / "self-instruct-seed" / "seed_tasks.jsonl"
+SEED_TASKS = ROOT / "data" / "self-instruct-seed" / "seed_tasks.jsonl"
 
 
 def seed_conversations() -> list[list[dict]]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import tempfile
 from pathlib import Path
 
@@ -30,12 +29,8 @@ DATASET = "seed_quality"
 
 
 def seed_file() -> Path:
-    """The bundled copy in the repository when it is there, else the shared one."""
-    for p in (ROOT / "data" / "self-instruct-seed" / "seed_tasks.jsonl",
-              ROOT.parent / "shared" / "data" / "self-instruct-seed" / "seed_tasks.jsonl"):
-        if p.is_file():
-            return p
-    raise FileNotFoundError("seed_tasks.jsonl: not in data/self-instruct-seed/ nor ../shared/data/self-instruct-seed/")
+    """The bundled Self-Instruct seed tasks (data/self-instruct-seed/, with their attribution)."""
+    return ROOT / "data" / "self-instruct-seed" / "seed_tasks.jsonl"
 
 
 def seed_pairs(path: Path | None = None) -> list[dict]:

@@ -7,22 +7,10 @@ from pathlib import Path
 from curation.normalize import input_hash
 from curation.store import Store, now
 
-SEED = Path(__file__).resolve().parents[2] / "shared" / "data" / "self-instruct-seed" / "seed_tasks.jsonl"
-
-FALLBACK = [
-    ("Give three tips for staying healthy.", "Eat vegetables, sleep eight hours and walk every day."),
-    ("What is the capital of France?", "The capital of France is Paris."),
-    ("Translate 'good morning' into German.", "Guten Morgen."),
-    ("Name a prime number between 10 and 20.", "13 is a prime number between 10 and 20."),
-    ("Summarise: The cat sat on the mat all day.", "A cat spent the day on a mat."),
-    ("Write a haiku about rain.", "Soft rain on the roof / the garden drinks in silence / puddles hold the sky"),
-]
-
+SEED = Path(__file__).resolve().parents[1] / "data" / "self-instruct-seed" / "seed_tasks.jsonl"
 
 def seed_pairs(n: int) -> list[tuple[str, str]]:
-    """(prompt, response) pairs: the Self-Instruct seed tasks (Apache-2.0) when present, else a small fallback."""
-    if not SEED.exists():
-        return FALLBACK[:n]
+    """(prompt, response) pairs from the bundled Self-Instruct seed tasks (Apache-2.0)."""
     out = []
     for line in SEED.read_text().splitlines():
         task = json.loads(line)
