@@ -17,11 +17,15 @@ MAX_AUGMENT_RECORDS = 2_000
 MAX_AUGMENT_OUTPUTS = 1_000   # per_record x records augmented, per request
 
 
-class _In(BaseModel):
+class InModel(BaseModel):
+    """Base of the request bodies: unknown fields are an error."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class _Out(BaseModel):
+class OutModel(BaseModel):
+    """Base of the responses: fields beyond the declared ones pass through."""
+
     model_config = ConfigDict(extra="allow")
 
 
@@ -47,7 +51,7 @@ class HealthOut(BaseModel):
     status: Literal["ok"] = "ok"
 
 
-class StatusOut(_Out):
+class StatusOut(OutModel):
     status: Literal["ok"] = "ok"
     version: str
     db: str
@@ -62,12 +66,12 @@ class StatusOut(_Out):
 
 
 # -- keys and audit ----------------------------------------------------------------------------------------
-class KeyIn(_In):
+class KeyIn(InModel):
     name: str = Field(min_length=1, max_length=100, description="who or what uses the key")
     role: Literal["annotator", "engineer", "trainer", "admin"]
 
 
-class KeyOut(_Out):
+class KeyOut(OutModel):
     key_id: str
     name: str
     role: str
@@ -83,7 +87,7 @@ class KeyCreatedOut(BaseModel):
     key: str = Field(description="the key; shown this once, the server keeps only its sha256")
 
 
-class AuditOut(_Out):
+class AuditOut(OutModel):
     happened_at: str
     key_id: str | None
     key_name: str | None
@@ -95,7 +99,7 @@ class AuditOut(_Out):
 
 
 # -- datasets and records ----------------------------------------------------------------------------------
-class DatasetOut(_Out):
+class DatasetOut(OutModel):
     name: str
     task: Literal["classification", "instruction"] = "classification"
     labels: list[str]
@@ -105,7 +109,7 @@ class DatasetOut(_Out):
     settings: dict = Field(default_factory=dict)
 
 
-class DatasetSettingsIn(_In):
+class DatasetSettingsIn(InModel):
     round_every: int | None = Field(None, ge=0, le=2**31 - 1,
                                     description="new annotations that start a round; 0: off")
     round_size: int | None = Field(None, ge=1, le=100_000, description="tasks pushed per round")
@@ -114,7 +118,7 @@ class DatasetSettingsIn(_In):
     round_train: dict | None = Field(None, description="TrainConfig fields for round training")
 
 
-class RecordOut(_Out):
+class RecordOut(OutModel):
     record_id: int
     dataset: str
     source_id: str | None = None
@@ -136,7 +140,7 @@ class RecordOut(_Out):
     tokens: int | None = Field(None, description="instruction: the conversation's token count at ingest")
 
 
-class RevisionOut(_Out):
+class RevisionOut(OutModel):
     revision: int = Field(description="0 is the record as ingested")
     response: str
     messages: list[dict]
@@ -149,14 +153,14 @@ class RevisionOut(_Out):
     created_at: str | None = None
 
 
-class RevisionsOut(_Out):
+class RevisionsOut(OutModel):
     record_id: int
     dataset: str
     current: int = Field(description="the latest accepted revision")
     revisions: list[RevisionOut] = Field(description="oldest first")
 
 
-class DatasetSettingsOut(_Out):
+class DatasetSettingsOut(OutModel):
     """The settings just written (only those the request set)."""
 
     round_every: int | None = None
@@ -166,7 +170,7 @@ class DatasetSettingsOut(_Out):
     round_train: dict | None = None
 
 
-class IngestOut(_Out):
+class IngestOut(OutModel):
     """Classification and instruction ingests alike; instruction adds `task`, `layout`, `tokenizer`, `tokens` and
     `max_tokens`."""
 
@@ -185,13 +189,13 @@ class IngestOut(_Out):
 
 
 # -- SQL -----------------------------------------------------------------------------------------------------
-class SqlIn(_In):
+class SqlIn(InModel):
     query: str = Field(min_length=1, max_length=100_000, examples=["SELECT label, count(*) FROM records GROUP BY 1"])
     limit: int | None = Field(None, ge=1, le=1_000_000, description="row limit (default CURATE_SQL_ROW_LIMIT)")
     timeout_s: float | None = Field(None, gt=0, le=3600)
 
 
-class SqlOut(_Out):
+class SqlOut(OutModel):
     columns: list[str]
     rows: list[dict]
     truncated: bool
@@ -199,7 +203,7 @@ class SqlOut(_Out):
 
 
 # -- weak supervision, splits, augmentation ------------------------------------------------------------------
-class LfSetOut(_Out):
+class LfSetOut(OutModel):
     """An applied LF file or imported votes (`status`: applied, imported, or unchanged)."""
 
     dataset: str | None = None
@@ -207,31 +211,31 @@ class LfSetOut(_Out):
     status: str
 
 
-class LfReportOut(_Out):
+class LfReportOut(OutModel):
     dataset: str
     lf_set_id: str
     lfs: list[dict] = Field(description="per LF: polarity, coverage, overlaps, conflicts, empirical accuracy")
     total: dict
 
 
-class LabelModelIn(_In):
+class LabelModelIn(InModel):
     kind: str = Field("snorkel", description="label model kind (see `curate label-model --help`)")
 
 
-class LabelModelOut(_Out):
+class LabelModelOut(OutModel):
     dataset: str
     model_id: str
     kind: str
     lf_set_id: str | None
 
 
-class SplitOut(_Out):
+class SplitOut(OutModel):
     dataset: str
     counts: dict[str, int] = Field(description="records per split")
     crossing_components: int
 
 
-class SplitCheckOut(_Out):
+class SplitCheckOut(OutModel):
     dataset: str
     split_id: str | None
     ok: bool = Field(description="no component crosses splits and no augmented record is outside train")
@@ -240,13 +244,13 @@ class SplitCheckOut(_Out):
     leaking_records: int
 
 
-class AugmentOut(_Out):
+class AugmentOut(OutModel):
     dataset: str
     made: int
     inserted: int
 
 
-class SplitIn(_In):
+class SplitIn(InModel):
     ratios: list[float] | None = Field(None, description="train/val/test ratios, e.g. [0.8, 0.1, 0.1]")
     group_by: str | None = Field(None, description="`group` keeps a group's records in one split")
     near_dup_threshold: float | None = Field(None, ge=0, le=1)
@@ -258,7 +262,7 @@ class SplitIn(_In):
 
 
 # -- contamination --------------------------------------------------------------------------------------------
-class ContaminationCheckOut(_Out):
+class ContaminationCheckOut(OutModel):
     """A stored contamination check (the newest of a dataset unless a check_id is asked for)."""
 
     check_id: str
@@ -271,7 +275,7 @@ class ContaminationCheckOut(_Out):
     created_at: str | None = None
 
 
-class ContaminationFlagOut(_Out):
+class ContaminationFlagOut(OutModel):
     record_id: int
     source_id: str | None = None
     overlap: float = Field(description="share of the record's tokens covered by n-grams shared with the eval set")
@@ -283,7 +287,7 @@ class ContaminationPage(Page[ContaminationFlagOut]):
     check: ContaminationCheckOut | None = Field(description="the check these flags belong to; null: none run")
 
 
-class AugmentIn(_In):
+class AugmentIn(InModel):
     per_record: int = Field(1, ge=1, le=MAX_AUGMENT_PER_RECORD, description="copies per train record")
     augmenters: list[str] = Field(["keyboard", "word_swap"], min_length=1, max_length=8,
                                   description="names from curation.augment.AUGMENTERS")
@@ -293,17 +297,17 @@ class AugmentIn(_In):
 
 
 # -- runs, predictions, selections, rounds, jobs ---------------------------------------------------------------
-class TrainIn(_In):
+class TrainIn(InModel):
     dataset: str
     config: dict = Field(default_factory=dict, description="TrainConfig fields (epochs, lr, lora_r, ...)")
 
 
-class ScoreIn(_In):
+class ScoreIn(InModel):
     dataset: str | None = None
     include_labeled: bool = False
 
 
-class RunOut(_Out):
+class RunOut(OutModel):
     """A training run (one row of `runs`; `GET /runs/{id}` adds config, data_counts, history, adapter_path)."""
 
     run_id: str
@@ -316,7 +320,7 @@ class RunOut(_Out):
     finished_at: str | None = None
 
 
-class ResponseScoreOut(_Out):
+class ResponseScoreOut(OutModel):
     """SFT runs: the mean token negative log-likelihood of a record's response (fine-tuned and base model)."""
 
     record_id: int
@@ -328,7 +332,7 @@ class ResponseScoreOut(_Out):
     scored_at: str | None = None
 
 
-class PredictionOut(_Out):
+class PredictionOut(OutModel):
     record_id: int
     text: str
     label: str | None
@@ -340,7 +344,7 @@ class PredictionOut(_Out):
     scored_at: str | None
 
 
-class SelectIn(_In):
+class SelectIn(InModel):
     run_id: str
     strategy: str = "least_confidence"
     n: int = Field(50, ge=1, le=100_000)
@@ -348,7 +352,7 @@ class SelectIn(_In):
     round: int | None = Field(None, ge=0, le=2**31 - 1)
 
 
-class SelectionOut(_Out):
+class SelectionOut(OutModel):
     """A new selection: the chosen records, most informative first, with their scores."""
 
     selection_id: str
@@ -361,7 +365,7 @@ class SelectionOut(_Out):
     scores: list[float]
 
 
-class SelectionSummaryOut(_Out):
+class SelectionSummaryOut(OutModel):
     selection_id: str
     dataset: str
     round: int | None
@@ -371,7 +375,7 @@ class SelectionSummaryOut(_Out):
     created_at: str | None
 
 
-class SelectedRecordOut(_Out):
+class SelectedRecordOut(OutModel):
     record_id: int
     rank: int
     score: float | None
@@ -381,11 +385,11 @@ class SelectedRecordOut(_Out):
     text: str
 
 
-class RoundIn(_In):
+class RoundIn(InModel):
     trigger: str = Field("request", max_length=100)
 
 
-class JobOut(_Out):
+class JobOut(OutModel):
     job_id: str
     kind: str
     status: Literal["queued", "running", "succeeded", "failed"]
@@ -400,7 +404,7 @@ class JobOut(_Out):
     finished_at: dt.datetime | None = None
 
 
-class RoundOut(_Out):
+class RoundOut(OutModel):
     round_id: str
     dataset: str
     number: int
@@ -419,13 +423,13 @@ class RoundOut(_Out):
     finished_at: dt.datetime | None = None
 
 
-class RoundRequestOut(_Out):
+class RoundRequestOut(OutModel):
     created: bool = Field(description="false: a round of this dataset was already queued or running")
     round: RoundOut
     job_id: str | None
 
 
-class WebhookAck(_Out):
+class WebhookAck(OutModel):
     accepted: bool = True
     queued: int = Field(description="events waiting to be stored")
 
@@ -470,7 +474,7 @@ class MlPredictOut(BaseModel):
     model_version: str | None = None
 
 
-class MlWebhookOut(_Out):
+class MlWebhookOut(OutModel):
     """START_TRAINING: the round it queued (or the one already queued); other events: how many wait to be stored."""
 
     status: Literal["ok"] = "ok"
@@ -481,7 +485,7 @@ class MlWebhookOut(_Out):
     round_id: str | None = None
 
 
-class MlTrainOut(_Out):
+class MlTrainOut(OutModel):
     status: Literal["ok"] = "ok"
     job: str | None = Field(description="the round's job id")
     round_id: str

@@ -135,11 +135,11 @@ def bench_score(rows: int, engine, workers: float, work: Path) -> dict:
     import polars as pl
     import torch
 
-    from curation.engine import ray_score
     from curation.settings import Settings
     from curation.store import Store
     from tests.test_training import build_store, wrench_rows
     from training.config import TrainConfig
+    from training.distributed import ray_score
     from training.score import load_model
     from training.train import train
 

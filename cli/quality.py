@@ -90,9 +90,9 @@ def consensus(
     with open_store(db) as store:
         result = apply_consensus(store, dataset, method, threshold=threshold, dry_run=dry_run)
         if send_back and result["low_record_ids"] and not dry_run:
-            from cli.studio import _client
+            from cli.studio import studio_client
 
-            with _client(ls_url, ls_token) as client:
+            with studio_client(ls_url, ls_token) as client:
                 result["send_back"] = do_send_back(store, dataset, result["low_record_ids"], client)
     emit(result, as_json, _render_consensus)
 
@@ -123,6 +123,7 @@ def label_issues(
     """Find labels that look wrong: out-of-fold probabilities fed to cleanlab's find_label_issues; suspects
     (score, suggested label) go to `label_issues`; review them with `curate select --strategy label_issues`."""
     from labeling.label_issues import detect_label_issues, list_issues
+    from training.config import default_base_model
 
     with open_store(db) as store:
         if show is not None:
@@ -131,8 +132,9 @@ def label_issues(
                  lambda r: frame_table(pl.DataFrame([{k: _fmt(v) for k, v in x.items()} for x in r["issues"]]
                                                     or [{"issues": "none"}]), title="label issues"))
             return
+        base_model = default_base_model() if method == "embeddings" else None
         result = detect_label_issues(store, dataset, labels=labels, method=method, run_id=run, folds=folds,
-                                     seed=seed, top=top, dry_run=dry_run)
+                                     seed=seed, base_model=base_model, top=top, dry_run=dry_run)
     emit(result, as_json, _render_issues)
 
 

@@ -67,7 +67,7 @@ def _word(module: str, cls: str) -> Callable[..., object]:
 _WORDNET = ("corpora/wordnet", "corpora/omw-1.4", "taggers/averaged_perceptron_tagger_eng")
 
 
-def _wordnet_missing() -> str | None:
+def wordnet_missing() -> str | None:
     try:
         import nltk
     except ImportError:
@@ -126,7 +126,7 @@ AUGMENTERS: dict[str, Augmenter] = {a.name: a for a in [
     Augmenter("spelling", "word", _word("spelling", "SpellingAug"), {"aug_p": 0.1, "aug_max": 3},
               "common English misspellings (nlpaug's list)"),
     Augmenter("synonym", "word", _word("synonym", "SynonymAug"), {"aug_src": "wordnet", "aug_p": 0.1, "aug_max": 3},
-              "WordNet synonyms (optional: needs NLTK WordNet data installed)", _wordnet_missing),
+              "WordNet synonyms (optional: needs NLTK WordNet data installed)", wordnet_missing),
 ]}
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from curation.dedup import _kgrams
+from curation.dedup import kgrams
 from curation.errors import InputError, LeakageError
 from curation.store import Store, now
 
@@ -62,8 +62,8 @@ def ngram_hashes(tokens: np.ndarray, lens: np.ndarray, n: int) -> tuple[np.ndarr
     """Hashes of every n-gram of each text (texts shorter than n tokens have none): (hashes, offsets), text i's
     n-grams being hashes[offsets[i]:offsets[i+1]] in token order (n-gram j starts at token j)."""
     lens = np.asarray(lens, dtype=np.int64)
-    h, off = _kgrams(tokens, lens, n)
-    short = (lens > 0) & (lens < n)           # `_kgrams` gives these one whole-text shingle: drop it
+    h, off = kgrams(tokens, lens, n)
+    short = (lens > 0) & (lens < n)           # `kgrams` gives these one whole-text shingle: drop it
     if short.any():
         keep = np.ones(len(h), dtype=bool)
         keep[off[:-1][short]] = False

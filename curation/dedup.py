@@ -180,7 +180,7 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _kgrams(codes: np.ndarray, lens: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def kgrams(codes: np.ndarray, lens: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Hashes of the k-grams of each document, given the documents' codes concatenated (`codes`, uint64) and
     their lengths. A document shorter than k (but not empty) gets one shingle: the whole document."""
     n = len(codes)
@@ -233,13 +233,13 @@ def shingle_hashes(norm: pl.Series | Sequence[str], kind: str = "char", k: int =
         lens = s.str.len_chars().to_numpy()
         joined = s.str.join("").item() if len(s) else ""
         codes = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-        return _kgrams(codes, lens, k)
+        return kgrams(codes, lens, k)
     if kind == "word":
         words = pl.DataFrame({"w": s.str.split(" ")}).with_row_index("doc").explode("w").filter(
             pl.col("w").is_not_null() & (pl.col("w") != ""))
         lens = np.bincount(words["doc"].to_numpy(), minlength=len(s)) if words.height else np.zeros(len(s), int)
         codes = words["w"].hash(seed=0x5EED).to_numpy().astype(np.uint64)
-        return _kgrams(codes, lens, k)
+        return kgrams(codes, lens, k)
     raise InputError(f"shingle {kind!r}: unknown; valid: {', '.join(SHINGLES)}")
 
 
@@ -465,7 +465,7 @@ def lsh_candidates(tok: np.ndarray, offsets: np.ndarray, *, bands: int, rows: in
     valid = offsets[1:] > offsets[:-1]
     sig = minhash_signatures(tok, offsets, bands * rows, seed)
     pairs = candidate_pairs_from_keys(band_keys(sig, bands, rows), max_bucket=max_bucket, valid=valid)
-    stats = {"lsh_docs": int(valid.sum()), "lsh_flagged": _n_docs(pairs), "lsh_pairs": len(pairs)}
+    stats = {"lsh_docs": int(valid.sum()), "lsh_flagged": n_docs(pairs), "lsh_pairs": len(pairs)}
     if len(pairs):
         est = prefilter_estimate(threshold, bands * rows, sigmas)
         pairs = pairs[signature_agreement(sig, pairs) >= math.ceil(est * bands * rows - 1e-9)]
@@ -474,7 +474,7 @@ def lsh_candidates(tok: np.ndarray, offsets: np.ndarray, *, bands: int, rows: in
     return pairs, stats
 
 
-def _n_docs(pairs: np.ndarray) -> int:
+def n_docs(pairs: np.ndarray) -> int:
     """Distinct rows in a pair list."""
     if not len(pairs):
         return 0
@@ -545,7 +545,7 @@ def strip_templates(norm: pl.Series, config: DedupConfig) -> tuple[pl.Series, di
     n = config.template_ngram
     words, lens = _words(norm)
     codes = words["w"].hash(seed=0x5EED).to_numpy().astype(np.uint64)
-    tok, offsets = _kgrams(codes, lens, n)
+    tok, offsets = kgrams(codes, lens, n)
     thr = template_threshold(len(norm), config)
     vals, df = document_frequency(tok, offsets)
     tmpl = np.sort(vals[df >= thr])
@@ -720,7 +720,7 @@ def _near_local(texts_for_shingles: pl.Series, config: DedupConfig, stats: dict,
                                       math.ceil(est * bands * rws - 1e-9))
     del sig
     stats.update({"lsh_docs": int(valid.sum()), "lsh_pairs": n_pairs, "prefilter_estimate": round(est, 4),
-                  "lsh_flagged": _n_docs(cand)})
+                  "lsh_flagged": n_docs(cand)})
     timings["lsh_s"] = time.perf_counter() - t
     cpu["lsh_s"] = time.process_time() - c
     step("lsh")

@@ -9,19 +9,16 @@
   snapshot split into enough files for every worker (`write_partitions`: one file is one block is one busy
   worker), Ray workers read it and write Parquet results, and the caller merges the results into the store in one
   transaction (the stage's own DuckDB edge: `apply_lfs`, `score`, `make_split`).
-- The stages run the SAME pure core as the local engine, per block:
-  - `ray_label_matrix`: `labeling.lfs.apply.label_matrix` over each block on a private in-memory DuckDB;
+- The stages run the SAME pure core as the local engine, per block; each stage's Ray code lives next to it:
+  `labeling.lfs.distributed.ray_label_matrix`, `training.distributed.ray_score` / `ray_run_training`,
+  `training.tune` (Ray Tune), and here the curation stage:
   - `ray_near_pairs`: `curation.dedup` signatures → band_keys (per block) → a shuffle by band key →
-    `run_pairs` per key group → `verify` per chunk of candidates; components stay on the driver;
-  - `ray_score`: an actor pool, each actor loads the run once (`training.score.load_model`) and calls
-    `LoadedModel.predict`; one GPU per actor when the cluster has GPUs, half a CPU otherwise (1 CPU per actor
-    deadlocks a 2-CPU cluster: the read tasks never get scheduled).
+    `run_pairs` per key group → `verify` per chunk of candidates; components stay on the driver.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -29,7 +26,6 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -222,14 +218,14 @@ def write_partitions(table, folder: Path, parts: int) -> list[Path]:
 
 # read/write tasks take a quarter CPU: with an actor (0.5 CPU) on each 1-CPU node, a 1-CPU read task would fit
 # nowhere and the pipeline would hang silently (the 2-CPU deadlock of the Ray note, per node)
-_IO = {"num_cpus": 0.25}
+IO_TASK = {"num_cpus": 0.25}
 
 
-def _read(ray, folder: Path):
+def read_snapshot(ray, folder: Path):
     """A stage snapshot as a Ray dataset of one block per file (Ray would merge small files into one read task,
     and one block is one busy worker)."""
     files = len(list(folder.glob("*.parquet")))
-    return ray.data.read_parquet(str(folder), override_num_blocks=files, ray_remote_args=_IO)
+    return ray.data.read_parquet(str(folder), override_num_blocks=files, ray_remote_args=IO_TASK)
 
 
 def read_results(folder: Path):
@@ -243,114 +239,7 @@ def read_results(folder: Path):
     return pa.concat_tables([pq.read_table(f) for f in files])
 
 
-# -- LF application ---------------------------------------------------------------------------------------
-def _label_block(batch, *, lfs, labels, fault_tolerant):
-    """One block through the local engine's `label_matrix` on a private in-memory DuckDB."""
-    import duckdb
-    import pyarrow as pa
-
-    from labeling.lfs.apply import label_matrix
-
-    con = duckdb.connect()
-    try:
-        con.register("blk_arrow", batch)   # a registered view is private to this connection; label_matrix
-        con.execute("CREATE TABLE blk AS SELECT * FROM blk_arrow")   # reads through a cursor
-        res = label_matrix(con, "SELECT * FROM blk", lfs, labels, fault_tolerant=fault_tolerant)
-    except CurateError as e:   # Ray keeps only the text of a task's exception: hand it back as data
-        first = int(batch.column("record_id")[0].as_py())
-        err = {"module": type(e).__module__, "name": type(e).__qualname__, "message": str(e)}
-        return pa.table({"record_id": pa.array([first], pa.int64()),
-                         **{f"c{j}": pa.array([-1], pa.int16()) for j in range(len(lfs))},
-                         "_meta": pa.array([json.dumps({"error": err, "first": first})], pa.string())})
-    finally:
-        con.close()
-    cols = {"record_id": pa.array(res.record_ids, pa.int64())}
-    for j in range(res.L.shape[1]):
-        cols[f"c{j}"] = pa.array(res.L[:, j], pa.int16())
-    meta = [None] * len(res.record_ids)
-    if meta:
-        meta[0] = json.dumps({"faults": res.faults, "examples": res.fault_examples,
-                              "first": int(res.record_ids[0]), "seconds": res.seconds})
-    cols["_meta"] = pa.array(meta, pa.string())
-    return pa.table(cols)
-
-
-def ray_label_matrix(con, relation: str, lfs: Sequence, labels: Sequence[str], *, fault_tolerant: bool = False,
-                     batch_size: int = 20_000, engine: Engine | str | None = "ray", progress=None):
-    """`label_matrix` on Ray: the records are written once as a partitioned Parquet snapshot, each block runs
-    `label_matrix` (the same code as the local engine) and the blocks are merged by record_id. Equal to the
-    local engine element for element; fault counts add up, the first fault example by record id is kept."""
-    from labeling.lfs.apply import MatrixResult, check_sql_exprs, plan, with_text_fields
-    from labeling.lfs.kinds import ABSTAIN, RECORD_COLUMNS
-
-    engine = resolve_engine(engine)
-    ray = ensure_ray(engine)
-    p = plan(lfs, labels)
-    m = len(lfs)
-    times: dict[str, float] = {}
-    t0 = time.perf_counter()
-    cur = con.cursor()
-    try:
-        relation = with_text_fields(cur, relation)
-        check_sql_exprs(cur, p, relation)    # a bad LF fails here, before any worker starts
-        cols = ", ".join(f'"{c}"' for c in RECORD_COLUMNS)
-        tbl = cur.sql(f"SELECT {cols} FROM ({relation}) ORDER BY record_id").to_arrow_table()
-    finally:
-        cur.close()
-    work = stage_dir(engine, "lfs")
-    try:
-        write_partitions(tbl, work / "in", n_partitions(engine, tbl.num_rows, ray))
-        n = tbl.num_rows
-        del tbl
-        times["snapshot"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        if n:
-            ds = _read(ray, work / "in")
-            ds.map_batches(_label_block, batch_size=batch_size, batch_format="pyarrow", num_cpus=0.5,
-                           fn_kwargs={"lfs": list(lfs), "labels": list(labels), "fault_tolerant": fault_tolerant}
-                           ).write_parquet(str(work / "out"), ray_remote_args=_IO)
-        out = read_results(work / "out") if n else None
-        times["ray"] = time.perf_counter() - t0
-    except Exception as e:
-        cause = _unwrap(e)
-        if isinstance(cause, CurateError):
-            raise cause from None
-        raise
-    finally:
-        cleanup(work)
-    t0 = time.perf_counter()
-    if out is None or out.num_rows == 0:
-        ids = np.zeros(0, dtype=np.int64)
-        L = np.full((0, m), ABSTAIN, dtype=np.int16)
-        metas = []
-    else:
-        order = np.argsort(out.column("record_id").to_numpy(), kind="stable")
-        ids = out.column("record_id").to_numpy()[order]
-        L = np.full((len(ids), m), ABSTAIN, dtype=np.int16)
-        for j in range(m):
-            L[:, j] = out.column(f"c{j}").to_numpy()[order]
-        metas = sorted((json.loads(s) for s in out.column("_meta").to_pylist() if s), key=lambda d: d["first"])
-        errors = [d["error"] for d in metas if "error" in d]
-        if errors:   # the first failing block in record order, as its own exception type
-            import importlib
-
-            err = errors[0]
-            cls = getattr(importlib.import_module(err["module"]), err["name"], CurateError)
-            raise cls(err["message"])
-    faults = [0] * m
-    examples: dict[str, str] = {}
-    for d in metas:
-        faults = [a + b for a, b in zip(faults, d["faults"])]
-        for k, v in d["examples"].items():
-            examples.setdefault(k, v)
-    times["merge"] = time.perf_counter() - t0
-    if progress:
-        progress(len(ids))
-    fired = [int(np.count_nonzero(L[:, j] != ABSTAIN)) for j in range(m)]
-    return MatrixResult(ids, L, [lf.name for lf in lfs], p.engines, p.reasons, fired, faults, examples, times)
-
-
-def _unwrap(e: BaseException) -> BaseException:
+def unwrap_error(e: BaseException) -> BaseException:
     """The product's own error inside a Ray task error (`.cause` / `__cause__` chains), else `e`."""
     todo, seen = [e], 0
     while todo and seen < 20:
@@ -452,7 +341,7 @@ def ray_near_pairs(norm_texts, config, engine: Engine | str | None = "ray"):
     import polars as pl
     import pyarrow as pa
 
-    from curation.dedup import _n_docs, prefilter_estimate
+    from curation.dedup import n_docs, prefilter_estimate
 
     engine = resolve_engine(engine)
     ray = ensure_ray(engine)
@@ -471,7 +360,7 @@ def ray_near_pairs(norm_texts, config, engine: Engine | str | None = "ray"):
         write_partitions(tbl, work / "in", parts)
         timings["snapshot_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        sigs = _read(ray, work / "in").map_batches(
+        sigs = read_snapshot(ray, work / "in").map_batches(
             _sig_block, batch_size=None, batch_format="pyarrow", num_cpus=0.5,
             fn_kwargs={"config": config}).materialize()
         timings["signatures_s"] = time.perf_counter() - t0
@@ -519,190 +408,14 @@ def ray_near_pairs(norm_texts, config, engine: Engine | str | None = "ray"):
         sim = np.concatenate([r[2] for r in res]) if res else np.zeros(0)
         timings["verify_s"] = time.perf_counter() - t0
     except Exception as e:
-        cause = _unwrap(e)
+        cause = unwrap_error(e)
         if isinstance(cause, CurateError):
             raise cause from None
         raise
     finally:
         cleanup(work)
     stats = {"lsh_docs": int(valid.sum()), "lsh_pairs": lsh_pairs, "prefilter_estimate": round(est, 4),
-             "lsh_flagged": _n_docs(cand), "candidates": len(cand), "near_pairs": len(near),
+             "lsh_flagged": n_docs(cand), "candidates": len(cand), "near_pairs": len(near),
              "candidates_rejected": len(cand) - len(near), "engine": "ray", "ray_timings": timings,
              "partitions": parts}
     return tok, offsets, near.reshape(-1, 2).astype(np.int64), sim, stats
-
-
-# -- pool scoring -----------------------------------------------------------------------------------------
-class _Scorer:
-    """A Ray actor: loads the run once, scores batches with the local engine's `LoadedModel.predict`."""
-
-    def __init__(self, run_dir: str, device: str, batch_size: int | None, threads: int | None):
-        import torch
-
-        from training.score import load_model
-
-        if threads:
-            torch.set_num_threads(threads)
-        self.model = load_model(run_dir, device)
-        self.batch_size = batch_size
-
-    def __call__(self, batch):
-        import pyarrow as pa
-
-        texts = batch.column("text").to_pylist()
-        probs, embs = self.model.predict(texts, embeddings=True, batch_size=self.batch_size)
-        k = probs.shape[1]
-        d = embs.shape[1] if embs is not None else 0
-        cols = {"record_id": batch.column("record_id"),
-                "probs": pa.FixedSizeListArray.from_arrays(pa.array(probs.astype(np.float32).ravel()), k)}
-        if embs is not None:
-            cols["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(embs.astype(np.float32).ravel()), d)
-        return pa.table(cols)
-
-
-def ray_score(run_dir: str, pool, *, batch_size: int | None = None, device: str = "auto",
-              engine: Engine | str | None = "ray", actors: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities and embeddings of `pool` (a frame with record_id, text; any order) from an actor pool: one
-    actor per GPU when the cluster has GPUs, else one per CPU at half a CPU each. Returned in `pool`'s order."""
-
-    engine = resolve_engine(engine)
-    ray = ensure_ray(engine)
-    gpus = cluster_gpus(ray)
-    cpus = cluster_cpus(ray)
-    if device == "cuda" and not gpus:
-        raise InputError("--device cuda: the Ray cluster has no GPU; use --device auto or cpu")
-    use_gpu = gpus > 0 and device != "cpu"
-    size = actors or (int(gpus) if use_gpu else max(1, int(cpus // 1)))
-    res = {"num_gpus": 1} if use_gpu else {"num_cpus": 0.5}
-    threads = None if use_gpu else max(1, int(cpus // size))
-    tbl = pool.select(["record_id", "text"]).to_arrow() if hasattr(pool, "to_arrow") else pool
-    n = tbl.num_rows
-    work = stage_dir(engine, "score")
-    try:
-        write_partitions(tbl, work / "in", n_partitions(engine, n, ray, min_rows=256))
-        _read(ray, work / "in").map_batches(
-            _Scorer, batch_size=max(256, (batch_size or 128) * 4), batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=size),
-            fn_constructor_kwargs={"run_dir": str(run_dir), "device": "cuda" if use_gpu else "cpu",
-                                   "batch_size": batch_size, "threads": threads},
-            **res).write_parquet(str(work / "out"), ray_remote_args=_IO)
-        out = read_results(work / "out")
-    finally:
-        cleanup(work)
-    pos = {int(r): i for i, r in enumerate(tbl.column("record_id").to_pylist())}
-    ids = out.column("record_id").to_pylist()
-    order = np.empty(n, dtype=np.int64)
-    for i, r in enumerate(ids):
-        order[pos[int(r)]] = i
-    k = out.schema.field("probs").type.list_size
-    probs = np.asarray(out.column("probs").combine_chunks().flatten().to_numpy()).reshape(-1, k)[order]
-    d = out.schema.field("embedding").type.list_size
-    embs = np.asarray(out.column("embedding").combine_chunks().flatten().to_numpy()).reshape(-1, d)[order]
-    return probs.astype(np.float32), embs.astype(np.float32)
-
-
-# -- training: Ray Train TorchTrainer (DDP) -------------------------------------------------------------------
-class _SavedDir:
-    """A trained adapter / tokenizer already saved by the rank-0 worker: `save_pretrained` copies the folder
-    (what `training.train.save_run` calls), so the driver never loads the model."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-
-    def save_pretrained(self, dest: str) -> None:
-        shutil.copytree(self.path, dest, dirs_exist_ok=True)
-
-
-def _train_loop(cfg: dict) -> None:
-    """One Ray Train worker: the local engine's `run_training`, whose `fit` gets the model wrapped in DDP
-    (`ray.train.torch.prepare_model`) and this rank's equal shard of the train split. Rank 0 saves the adapter
-    and reports the run's history and metrics (the same schema as the local engine)."""
-    import polars as pl
-    import ray.train
-    import torch
-    from ray.train.torch import prepare_model
-
-    import training.train as T
-    from training.config import TrainConfig
-
-    torch.set_num_threads(cfg["threads"])
-    ctx = ray.train.get_context()
-    world, rank = ctx.get_world_size(), ctx.get_world_rank()
-    local_fit = T.fit
-
-    def ddp_fit(model, train_ds, val_ds, config, **kw):
-        n = (len(train_ds) // world) * world        # equal shards: every rank takes the same number of steps
-        shard = train_ds.select(range(n)).shard(num_shards=world, index=rank, contiguous=False)
-        history, best, stopped, seconds, seen = local_fit(prepare_model(model), shard, val_ds, config, **kw)
-        return history, best, stopped, seconds, seen * world
-
-    T.fit = ddp_fit                                  # this worker process only
-    try:
-        config = TrainConfig(**cfg["config"])
-        frame = pl.read_parquet(cfg["frame"])
-        result = T.run_training(frame, cfg["labels"], config)
-    finally:
-        T.fit = local_fit
-    if rank != 0:
-        ray.train.report({"rank": rank})
-        return
-    out = Path(tempfile.mkdtemp(prefix="rank0-"))
-    result.model.save_pretrained(str(out / "adapter"))
-    result.tokenizer.save_pretrained(str(out / "tokenizer"))
-    meta = {"history": result.history, "best_epoch": result.best_epoch, "metrics": result.metrics,
-            "data_counts": result.data_counts, "device": result.device, "target_modules": result.target_modules,
-            "trainable_params": result.trainable_params, "train_seconds": result.train_seconds,
-            "train_examples_per_s": result.train_examples_per_s, "stopped_early": result.stopped_early,
-            "world_size": world}
-    (out / "result.json").write_text(json.dumps(meta, default=str))
-    ray.train.report({"rank": 0}, checkpoint=ray.train.Checkpoint.from_directory(str(out)))
-
-
-def ray_run_training(frame, labels: list[str], config, *, engine: Engine | str | None = "ray",
-                     num_workers: int | None = None, progress=None):
-    """`training.train.run_training` as a Ray Train `TorchTrainer` (DDP, gloo on CPU / NCCL on GPU): one worker
-    per GPU when the cluster has GPUs, else `num_workers` (default 2) at half a CPU each. Returns a
-    `TrainResult` whose model/tokenizer are the saved folders (`save_run` copies them)."""
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from training.train import TrainResult
-
-    engine = resolve_engine(engine)
-    ray = ensure_ray(engine)
-    gpus = int(cluster_gpus(ray))
-    use_gpu = gpus > 0 and config.device != "cpu"
-    workers = num_workers or (gpus if use_gpu else 2)
-    cpus = cluster_cpus(ray)
-    scaling = ScalingConfig(num_workers=workers, use_gpu=use_gpu,
-                            resources_per_worker={"GPU": 1} if use_gpu else {"CPU": 0.5})
-    work = stage_dir(engine, "train")
-    try:
-        frame.write_parquet(work / "snapshot.parquet")
-        cfg = {"config": config.model_dump() | {"device": "cuda" if use_gpu else "cpu"},
-               "labels": list(labels), "frame": str(work / "snapshot.parquet"),
-               "threads": max(1, int(cpus // workers))}
-        trainer = TorchTrainer(_train_loop, train_loop_config=cfg, scaling_config=scaling,
-                               run_config=RunConfig(storage_path=str(work / "ray_train"), name="train"))
-        t0 = time.perf_counter()
-        res = trainer.fit()
-        log.info("ray train: %d workers in %.1fs", workers, time.perf_counter() - t0)
-        if res.error:
-            raise res.error
-        ckpt = Path(tempfile.mkdtemp(prefix="curate-train-"))
-        res.checkpoint.to_directory(str(ckpt))
-    except Exception as e:
-        cause = _unwrap(e)
-        if isinstance(cause, CurateError):
-            raise cause from None
-        raise
-    finally:
-        cleanup(work)
-    meta = json.loads((ckpt / "result.json").read_text())
-    if progress:
-        progress(1, 1)
-    return TrainResult(_SavedDir(ckpt / "adapter"), _SavedDir(ckpt / "tokenizer"), list(labels), meta["history"],
-                       meta["best_epoch"], meta["metrics"], meta["data_counts"], meta["device"],
-                       meta["target_modules"], meta["trainable_params"], meta["train_seconds"],
-                       meta["train_examples_per_s"], meta["stopped_early"],
-                       extra={"engine": "ray", "world_size": meta["world_size"]})

@@ -275,7 +275,7 @@ def open_source(source: str | Path | Any, fields: FieldMap, *, fmt: str | None =
 
 # -- checks ---------------------------------------------------------------------------------------------
 
-def _stringify(df: pl.DataFrame) -> pl.DataFrame:
+def stringify(df: pl.DataFrame) -> pl.DataFrame:
     """Every non-string column as text (lists/structs as JSON), so rules and meta see one type."""
     exprs = []
     for name, dtype in df.schema.items():
@@ -300,7 +300,7 @@ def _mapped(batch: _Batch, fields: FieldMap) -> pl.DataFrame:
         meta = pl.lit(batch.columns.select(pl.struct(others).struct.json_encode()).to_series()).alias("meta")
     else:
         meta = pl.lit(None, pl.String).alias("meta")
-    df = _stringify(batch.columns.select([c for c in batch.columns.columns if c in mapped]))
+    df = stringify(batch.columns.select([c for c in batch.columns.columns if c in mapped]))
     cols = [pl.col(src).alias(dst) if src in df.columns else pl.lit(None, pl.String).alias(dst)
             for src, dst in mapped.items() if src is not None]
     for dst in ("label_raw", "source_id", "group"):

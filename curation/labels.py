@@ -11,7 +11,7 @@ from typing import Any
 import polars as pl
 
 from curation.errors import InputError
-from curation.ingest import FieldMap, _stringify, check_rows, open_source
+from curation.ingest import FieldMap, check_rows, open_source, stringify
 from curation.store import Store, now
 
 
@@ -33,7 +33,7 @@ def import_labels(store: Store, source: str | Path | Any, dataset: str, *, id_fi
             missing = [c for c in (id_field, label_field) if c not in batch.columns.columns]
             if missing:
                 raise InputError(f"{src.name}: no column {missing[0]!r} (columns: {', '.join(batch.columns.columns)})")
-            df = _stringify(batch.columns.select(id_field, label_field)).rename(
+            df = stringify(batch.columns.select(id_field, label_field)).rename(
                 {id_field: "source_id", label_field: "label_raw"}).with_columns(pl.lit("x").alias("text"))
             df = check_rows(df, labels, max_length=1).with_columns(batch.rows.alias("row"))
             result["rows_read"] += df.height

@@ -412,12 +412,13 @@ def _label_issue_review(store, ls: dict, project: int, truth: dict[int, str], to
     → the reviewer answers → the pull records each outcome (confirmed / corrected)."""
     from labeling.label_issues import detect_label_issues, list_issues, select_issues
     from labeling.studio import StudioClient, choice_result, pull_annotations, push_selection
+    from training.config import default_base_model
 
     step(f"{n}. Label-issue review: out-of-fold probabilities (frozen encoder + logistic regression) → cleanlab",
          f"curate label-issues -d {DATASET} && curate select -d {DATASET} --strategy label_issues --n {top} && "
          f"curate studio push SEL && (the reviewer answers) && curate studio pull -d {DATASET}")
     with steps("label-issues (embeddings + 5-fold CV + cleanlab)"):
-        found = detect_label_issues(store, DATASET, labels="gold", top=top)
+        found = detect_label_issues(store, DATASET, labels="gold", top=top, base_model=default_base_model())
     console.print({k: v for k, v in found.items() if k not in ("suspects", "per_label")})
     if not found.get("suspects"):
         console.print("no suspect labels: nothing to review")
@@ -522,7 +523,7 @@ def _seconds(row: dict) -> float | None:
 
 
 def _plots(rounds: list[dict]) -> None:
-    from training.plots import plot_calibration, plot_learning_curve
+    from curation.plots import plot_calibration, plot_learning_curve
 
     plot_learning_curve({"test": [(r["labels"], r["test"]) for r in rounds if r["test"] is not None],
                          "val": [(r["labels"], r["val"]) for r in rounds if r["val"] is not None]},

@@ -374,7 +374,7 @@ def _report(results: dict) -> None:
 
 
 def _plot(results: dict) -> list:
-    from training.plots import plot_learning_curve
+    from curation.plots import plot_learning_curve
 
     paths = []
     for ds, r in results["datasets"].items():

@@ -143,9 +143,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _plot(r: dict) -> None:
-    from training.plots import _pyplot, save_figure
+    from curation.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     s = r["summary"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     names = ["noisy", "dropped_flagged", "fixed_flagged", "clean"]

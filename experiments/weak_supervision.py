@@ -102,9 +102,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _plot(rows: list[tuple[str, float, float]]):
-    from training.plots import _pyplot, save_figure
+    from curation.plots import pyplot, save_figure
 
-    fig, ax = _pyplot().subplots(figsize=(9, 4.8))
+    fig, ax = pyplot().subplots(figsize=(9, 4.8))
     x = np.arange(len(rows))
     ax.bar(x - 0.2, [100 * r[1] for r in rows], 0.4, label="published test split")
     ax.bar(x + 0.2, [100 * r[2] for r in rows], 0.4, label="leakage-free test subset")

@@ -334,9 +334,9 @@ def dataset_agreement(store, dataset: str, *, method: str = "majority", png: str
 
 def plot_agreement(report: dict, path: str | Path, value: str = "cohen_kappa") -> Path:
     """Annotator × annotator heatmap of pairwise Cohen's kappa (or raw `agreement`), annotated cells."""
-    from training.plots import _pyplot, save_figure
+    from curation.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     names = report["matrix"]["annotators"]
     mat = np.array([[np.nan if x is None else x for x in row] for row in report["matrix"][value]], dtype=float)
     size = max(3.5, 0.9 * len(names) + 2)

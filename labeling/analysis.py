@@ -65,7 +65,7 @@ def plot_report(stats: dict, path: str | Path, title: str = "LF analysis") -> Pa
     """A PNG: coverage / overlaps / conflicts per LF, and empirical accuracy where gold exists."""
     import matplotlib
 
-    from training.plots import save_figure
+    from curation.plots import save_figure
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -9,7 +9,8 @@ Pure cores:
 
 Features (`method`):
 - `embeddings` (default, fast): frozen base-encoder sentence embeddings (mean-pooled, L2-normalised; the
-  training base model `training.config.default_base_model`, or `base_model`) + logistic regression;
+  encoder `base_model`: the CLI and API pass the training base model `training.config.default_base_model()`)
+  + logistic regression;
 - `lora`: the embeddings a LoRA run's encoder wrote when it scored the dataset (`curate score --run R --all`
   stores them in `predictions.embedding`) + the same cross-validated head. The encoder itself saw the train
   labels, so only the head is out-of-fold: it finds fewer flips than a fully cross-validated fine-tune would.
@@ -112,7 +113,7 @@ def precision_recall(flagged: np.ndarray, truth: np.ndarray) -> dict:
 
 
 # -- features ----------------------------------------------------------------------------------------------
-def embed_texts(texts: Sequence[str], *, base_model: str | None = None, batch_size: int = 64,
+def embed_texts(texts: Sequence[str], *, base_model: str | None, batch_size: int = 64,
                 max_length: int = 128) -> np.ndarray:
     """Mean-pooled, L2-normalised sentence embeddings of the frozen base encoder (no fine-tuning); batches
     sorted by length (dynamic padding)."""
@@ -121,10 +122,10 @@ def embed_texts(texts: Sequence[str], *, base_model: str | None = None, batch_si
         from transformers import AutoModel, AutoTokenizer
     except ImportError as e:  # pragma: no cover - dependencies
         raise InputError("embeddings need torch and transformers (`pip install -e .`)") from e
-    from training.config import default_base_model
-
-    path = base_model or default_base_model()
-    tok, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    if not base_model:
+        raise InputError("embeddings need base_model (a local path or hub name; the CLI and API pass "
+                         "training.config.default_base_model())")
+    tok, model = AutoTokenizer.from_pretrained(base_model), AutoModel.from_pretrained(base_model).eval()
     order = np.argsort([len(t) for t in texts], kind="stable")
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     with torch.inference_mode():
@@ -282,14 +283,14 @@ def push_issues(store, selection_id: str, *, client, batch_size: int = 1000) -> 
     (reopened). Returns counts: created, reopened."""
     import pyarrow as pa
 
-    from labeling.studio.tasks import _ensure_project, choice_result
+    from labeling.studio.tasks import choice_result, ensure_project
 
     meta = store.query("SELECT dataset, count(*) FROM store.selections WHERE selection_id = ? AND strategy = ? "
                        "GROUP BY dataset", [selection_id, STRATEGY])
     if not meta:
         raise NotFound(f"no label_issues selection {selection_id!r}")
     dataset = meta[0][0]
-    info, _project = _ensure_project(store, dataset, client)
+    info = ensure_project(store, dataset, client)
     pid = info["project_id"]
     version = f"{selection_id}:review"
     rows = store.query(

@@ -62,7 +62,7 @@ def dataset_labels(store: Store, dataset: str) -> list[str]:
     return labels
 
 
-def _records_relation(dataset: str, task: str = "classification") -> str:
+def records_relation(dataset: str, task: str = "classification") -> str:
     """The SELECT over RECORD_COLUMNS an LF set is applied to. Instruction datasets read `main.instructions`
     (the latest accepted revision of each response); classification datasets have `prompt` = text and no
     response."""
@@ -154,7 +154,7 @@ def apply_lfs(store: Store, dataset: str, lfs: str | Path | Sequence[LF], *, fau
     if not force and (prev := _unchanged(store, lf_set_id, n, mx, state)) is not None:
         log.info("LF set %s already applied to the same %d records: nothing to do", lf_set_id, n)
         return prev | {"status": "unchanged"}
-    res = label_matrix(store.con, _records_relation(dataset, task), lf_list, labels, fault_tolerant=fault_tolerant,
+    res = label_matrix(store.con, records_relation(dataset, task), lf_list, labels, fault_tolerant=fault_tolerant,
                        batch_size=batch_size, progress=progress, engine=engine)
     result = {
         "dataset": dataset, "task": task, "labels": labels, "lf_set_id": lf_set_id, "version": version,

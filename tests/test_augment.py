@@ -10,12 +10,12 @@ from typer.testing import CliRunner
 from curation.augment import (
     AUGMENTERS,
     AugmenterUnavailable,
-    _wordnet_missing,
     augment,
     augment_texts,
     augmented_copies,
     get_augmenter,
     parse_augmenters,
+    wordnet_missing,
 )
 from curation.errors import InputError, NotFound
 from curation.normalize import input_hash
@@ -64,7 +64,7 @@ def test_round_robin_uses_every_augmenter():
 
 
 def test_synonym_is_optional_and_never_downloads():
-    if _wordnet_missing() is None:
+    if wordnet_missing() is None:
         pytest.skip("WordNet data is installed here")
     with pytest.raises(AugmenterUnavailable, match="synonym.*not available.*nltk.downloader"):
         augment_texts([TEXT], 1, ["synonym"])

@@ -19,11 +19,11 @@ CLEAN = [
     ("What is the capital of France?", "The capital of France is Paris."),
     ("Classify the sentiment of this review.\n\nI loved every minute of it.", "Positive"),
     ("Write a short poem about the sea.",
-     "The sea rolls in with silver light,\nit hums the harbour through the night.\nAt dawn it leaves a salted kiss,\n"
-     "and nothing else is quite like this."),
+     ("The sea rolls in with silver light,\nit hums the harbour through the night.\nAt dawn it leaves a salted kiss,\n"
+      "and nothing else is quite like this.")),
     ("Explain why the sky is blue.",
-     "Sunlight is scattered by the molecules of the air. Blue light is scattered more than red light because it "
-     "has a shorter wavelength, so the sky looks blue from every direction."),
+     ("Sunlight is scattered by the molecules of the air. Blue light is scattered more than red light because it "
+      "has a shorter wavelength, so the sky looks blue from every direction.")),
     ("Write a Python function that adds two numbers.", "```python\ndef add(a, b):\n    return a + b\n```"),
     ("Is 7 a prime number?", "Yes"),
     ("Write an HTML paragraph that says hello.", "<p>Hello!</p>"),

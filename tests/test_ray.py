@@ -73,7 +73,7 @@ def _texts(n=600):
 def test_label_matrix_equal_to_local(ray_engine, store):
     from labeling import keyword_lf, labeling_function, regex_lf, sql_lf
     from labeling.lfs.apply import label_matrix
-    from labeling.weak import _records_relation, apply_lfs, load_matrix
+    from labeling.weak import apply_lfs, load_matrix, records_relation
 
     texts = _texts(900)
     make_dataset(store, "yt", texts)
@@ -91,7 +91,7 @@ def test_label_matrix_equal_to_local(ray_engine, store):
     lfs = [keyword_lf("kw", ["subscribe", "check"], "spam"), regex_lf("url", r"https?://", "spam"),
            regex_lf("lookbehind", r"(?<=my )channel", "spam"),       # runs in Python (RE2 cannot)
            sql_lf("short", "length(text) < 15", "ham"), long_caps, picky]
-    rel = _records_relation("yt")
+    rel = records_relation("yt")
     local = label_matrix(store.con, rel, lfs, ["ham", "spam"], fault_tolerant=True)
     ray = label_matrix(store.con, rel, lfs, ["ham", "spam"], fault_tolerant=True, engine=ray_engine)
     assert np.array_equal(local.record_ids, ray.record_ids)
@@ -108,7 +108,7 @@ def test_label_matrix_equal_to_local(ray_engine, store):
 def test_label_matrix_ray_stops_on_a_fault_like_local(ray_engine, store):
     from labeling import labeling_function
     from labeling.lfs.apply import LFRuntimeError, label_matrix
-    from labeling.weak import _records_relation
+    from labeling.weak import records_relation
 
     make_dataset(store, "yt", _texts(50))
 
@@ -117,7 +117,7 @@ def test_label_matrix_ray_stops_on_a_fault_like_local(ray_engine, store):
         raise KeyError("nope")
 
     with pytest.raises(LFRuntimeError, match="LF 'bad' failed on record"):
-        label_matrix(store.con, _records_relation("yt"), [bad], ["ham", "spam"], engine=ray_engine)
+        label_matrix(store.con, records_relation("yt"), [bad], ["ham", "spam"], engine=ray_engine)
 
 
 # -- near-duplicates ------------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ def cache_key(gguf: Path) -> str:
     return f"{gguf.stem}-{st.st_size}-{st.st_mtime_ns}"
 
 
-def _require_gguf() -> None:
+def require_gguf() -> None:
     try:
         import gguf  # noqa: F401
     except ImportError:
@@ -119,7 +119,7 @@ def convert_gguf(gguf: str | Path, cache_dir: str | Path | None = None) -> Path:
     target = cache / cache_key(gguf)
     if (target / "config.json").is_file():
         return target
-    _require_gguf()
+    require_gguf()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -196,7 +196,7 @@ def score(store, run_id: str, dataset: str | None = None, include_labeled: bool 
                        [dataset])
     t0 = time.perf_counter()
     if pool.height and engine is not None and engine != "local":
-        from curation.engine import ray_score
+        from training.distributed import ray_score
 
         probs, embs = ray_score(run["run_dir"], pool, batch_size=batch_size, device=device, engine=engine)
     elif pool.height:

@@ -224,7 +224,7 @@ def pad_labels(labels: list[list[int]]) -> np.ndarray:
 
 
 # -- the loss on assistant tokens only ------------------------------------------------------------------
-def _decoder_and_head(model):
+def decoder_and_head(model):
     """(decoder, lm_head) of a (peft-wrapped) causal LM, or (None, None) where the model does not expose them or
     post-processes its logits (soft-capping): then the full forward is used."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -244,7 +244,7 @@ def token_nll(model, ids, mask, labels):
 
     target = labels[:, 1:]
     keep = target != IGNORE
-    decoder, head = _decoder_and_head(model)
+    decoder, head = decoder_and_head(model)
     if decoder is not None:
         hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
         logits = head(hidden[:, :-1][keep])
@@ -255,7 +255,7 @@ def token_nll(model, ids, mask, labels):
     return nll, rows
 
 
-def _batch_tensors(ids, labels, idx, pad_id, device):
+def batch_tensors(ids, labels, idx, pad_id, device):
     import torch
 
     x, m = pad([ids[i] for i in idx], pad_id)
@@ -263,7 +263,7 @@ def _batch_tensors(ids, labels, idx, pad_id, device):
     return (torch.from_numpy(x).to(device), torch.from_numpy(m).to(device), torch.from_numpy(y).to(device))
 
 
-def _model_device(model) -> str:
+def model_device(model) -> str:
     return next(model.parameters()).device.type
 
 
@@ -273,7 +273,7 @@ def per_example_nll(model, ids: list[list[int]], labels: list[list[int]], *, pad
     under `torch.inference_mode`."""
     import torch
 
-    device = device or _model_device(model)
+    device = device or model_device(model)
     n = len(ids)
     sums, counts = np.zeros(n, dtype=np.float64), np.zeros(n, dtype=np.int64)
     if n == 0:
@@ -283,7 +283,7 @@ def per_example_nll(model, ids: list[list[int]], labels: list[list[int]], *, pad
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
     with torch.inference_mode(), autocast(device):
         for b in length_grouped_batches(lengths, batch_size, None):
-            x, m, y = _batch_tensors(ids, labels, b, pad_id, device)
+            x, m, y = batch_tensors(ids, labels, b, pad_id, device)
             nll, rows = token_nll(model, x, m, y)
             rows = rows.cpu().numpy()
             sums[b] += np.bincount(rows, weights=nll.double().cpu().numpy(), minlength=len(b))
@@ -307,13 +307,13 @@ def response_nll(model, tokenizer, conversations: Sequence[Conversation], batch_
     """Mean token NLL of the last assistant turn per conversation (float64, input order); NaN where no token of
     it is left after truncation to `max_length`. High = the model finds the response unlikely."""
     ids, labels, _ = encode_conversations(tokenizer, conversations, max_length=max_length, train_on="last")
-    sums, counts = per_example_nll(model, ids, labels, pad_id=_pad_id(tokenizer), batch_size=batch_size,
+    sums, counts = per_example_nll(model, ids, labels, pad_id=tokenizer_pad_id(tokenizer), batch_size=batch_size,
                                    device=device)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
-def _pad_id(tokenizer) -> int:
+def tokenizer_pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
 
 
@@ -378,7 +378,7 @@ def fit_sft(model, train: tuple[list, list], val: tuple[list, list] | None, conf
             if step >= total:
                 break
             idx = [keep[i] for i in b]
-            x, m, y = _batch_tensors(ids, labels, idx, pad_id, device)
+            x, m, y = batch_tensors(ids, labels, idx, pad_id, device)
             with autocast(device):
                 nll, _ = token_nll(model, x, m, y)
             loss = nll.mean()
@@ -437,7 +437,7 @@ def generate(model, tokenizer, conversations: Sequence[Conversation], *, max_new
     """Greedy answers to each conversation's prompt (the conversation without its last assistant turn)."""
     import torch
 
-    device = device or _model_device(model)
+    device = device or model_device(model)
     was_training = model.training
     model.eval()
     out = []
@@ -447,7 +447,7 @@ def generate(model, tokenizer, conversations: Sequence[Conversation], *, max_new
             enc = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True,
                                                 return_tensors="pt").to(device)
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=_pad_id(tokenizer))
+                                 pad_token_id=tokenizer_pad_id(tokenizer))
             out.append(tokenizer.decode(gen[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
     if was_training:
         model.train()
@@ -473,7 +473,7 @@ def train_sft(messages_train: Sequence[Conversation], messages_val: Sequence[Con
     t_load = time.perf_counter()
     model, tokenizer, folder = build_sft_model(config, device, cache_dir)
     load_seconds = time.perf_counter() - t_load
-    pad_id = _pad_id(tokenizer)
+    pad_id = tokenizer_pad_id(tokenizer)
     enc = {}
     counts = {}
     for name, convs in (("train", messages_train), ("val", messages_val or []), ("test", messages_test or [])):

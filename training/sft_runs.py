@@ -105,7 +105,7 @@ def llm_tokenizer(base: str | Path | None = None, cache_dir: str | Path | None =
     first time: reading it out of the GGUF takes ~10 s, the saved folder ~1 s)."""
     from transformers import AutoTokenizer
 
-    from training.llm import _require_gguf, cache_key, default_llm, is_gguf, model_cache_dir
+    from training.llm import cache_key, default_llm, is_gguf, model_cache_dir, require_gguf
 
     base = str(base) if base else default_llm()
     if not is_gguf(base):
@@ -121,7 +121,7 @@ def llm_tokenizer(base: str | Path | None = None, cache_dir: str | Path | None =
     for folder in (cache / key, cache / f"{key}.tokenizer"):
         if (folder / "tokenizer_config.json").is_file():
             return AutoTokenizer.from_pretrained(str(folder))
-    _require_gguf()
+    require_gguf()
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     target = cache / f"{key}.tokenizer"
     tmp = cache / f".{key}.tokenizer-tmp"
@@ -292,29 +292,29 @@ def score_conversations(model, tokenizer, conversations, *, batch_size: int, max
     from training.score import autocast
     from training.sft import (
         IGNORE,
-        _batch_tensors,
-        _decoder_and_head,
-        _model_device,
-        _pad_id,
+        batch_tensors,
+        decoder_and_head,
         encode_conversations,
+        model_device,
         token_nll,
+        tokenizer_pad_id,
     )
 
-    device = device or _model_device(model)
+    device = device or model_device(model)
     ids, labels, _ = encode_conversations(tokenizer, conversations, max_length=max_length, train_on="last")
     n = len(ids)
     sums, counts = np.zeros(n, dtype=np.float64), np.zeros(n, dtype=np.int64)
     embs: np.ndarray | None = None
     if n == 0:
         return sums, counts, None
-    decoder, head = _decoder_and_head(model)
+    decoder, head = decoder_and_head(model)
     lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
     was_training = model.training
     model.eval()
     done = 0
     with torch.inference_mode(), autocast(device):
         for b in length_grouped_batches(lengths, batch_size, None):
-            x, m, y = _batch_tensors(ids, labels, b, _pad_id(tokenizer), device)
+            x, m, y = batch_tensors(ids, labels, b, tokenizer_pad_id(tokenizer), device)
             if decoder is None or not embeddings:
                 nll, rows = token_nll(model, x, m, y)
                 hidden = None
@@ -362,7 +362,7 @@ def score_sft(store, run_id: str, dataset: str | None = None, include_labeled: b
     from curation.store import now
     from training.config import resolve_device
     from training.llm import load_causal_lm
-    from training.sft import _pad_id, per_example_nll
+    from training.sft import per_example_nll, tokenizer_pad_id
 
     run = run_info(store, run_id)
     dataset = dataset or run["dataset"]
@@ -390,7 +390,7 @@ def score_sft(store, run_id: str, dataset: str | None = None, include_labeled: b
 
         ids, labels, _ = encode_conversations(tokenizer, convs, max_length=max_length, train_on="last")
         with model.disable_adapter():
-            base_sums, base_counts = per_example_nll(model, ids, labels, pad_id=_pad_id(tokenizer),
+            base_sums, base_counts = per_example_nll(model, ids, labels, pad_id=tokenizer_pad_id(tokenizer),
                                                      batch_size=batch_size, device=device)
         if progress:
             progress(2 * len(convs), 2 * len(convs))

@@ -299,8 +299,8 @@ def train_snapshot(store, frame, manifest: dict, config: TrainConfig, progress: 
                     [run_id, dataset, manifest.get("version_id"), config.model_dump_json(),
                      bool(leaks and config.allow_leakage), contamination["contamination_allowed"], started])
     try:
-        if engine is not None:   # the same run_training per DDP worker (curation.engine.ray_run_training)
-            from curation.engine import ray_run_training
+        if engine is not None:   # the same run_training per DDP worker (training.distributed.ray_run_training)
+            from training.distributed import ray_run_training
 
             result = ray_run_training(frame, labels, config, engine=engine, progress=progress)
         else:

@@ -370,9 +370,9 @@ def _record_ray_run(store, manifest: dict, base_cfg, params: dict, rec: dict, la
 # -- the plot -----------------------------------------------------------------------------------------------
 def plot_trials(trials: list[dict], path: str | Path, *, metric: str, direction: str, title: str) -> Path:
     """Left: each trial's value (pruned/failed marked) and the best so far. Right: the per-epoch curves."""
-    from training.plots import _pyplot, save_figure
+    from curation.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     best, best_line = None, []
     colours = {"complete": "tab:blue", "pruned": "tab:orange", "failed": "tab:red"}

@@ -188,7 +188,7 @@ def revisions(name: str, record_id: Annotated[int, Path(ge=0, le=2**63 - 1)], st
     return plain({"record_id": record_id, "dataset": name, "current": current, "revisions": items})
 
 
-class ExportIn(S._In):
+class ExportIn(S.InModel):
     format: Literal["parquet", "csv", "hf", "chat-jsonl", "alpaca"] = "chat-jsonl"
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$", description="folder (or file) name under "
                       "<data dir>/exports/<dataset>/; the server never writes elsewhere")
@@ -201,12 +201,12 @@ class ExportIn(S._In):
     allow_contamination: bool = False
 
 
-class SplitCounts(S._Out):
+class SplitCounts(S.OutModel):
     kept: int
     dropped: dict[str, int]
 
 
-class ExportOut(S._Out):
+class ExportOut(S.OutModel):
     dataset: str
     path: str
     format: str

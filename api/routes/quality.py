@@ -13,6 +13,7 @@ from api.jobs import JobContext, job_kind, plain
 from curation.errors import InputError
 from labeling import agreement, consensus, label_issues
 from labeling.studio import sync
+from training.config import default_base_model
 
 router = APIRouter(tags=["label quality"])
 
@@ -88,9 +89,10 @@ def import_annotations(name: str, store: StoreDep,
 def label_issues_job(ctx: JobContext) -> dict:
     p = dict(ctx.params)
     ctx.progress(0.05, "embed + cross-validate")
+    base_model = default_base_model() if p["method"] == "embeddings" else None
     return plain(label_issues.detect_label_issues(ctx.store, p["dataset"], labels=p["labels"], method=p["method"],
                                                   run_id=p.get("run_id"), folds=p["folds"], seed=p["seed"],
-                                                  dry_run=p["dry_run"]))
+                                                  base_model=base_model, dry_run=p["dry_run"]))
 
 
 @job_kind("consensus", heavy=False)

@@ -33,10 +33,11 @@ keep
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from labeling.lfs.apply import regex_sql
-from labeling.lfs.kinds import LF, keyword_lf, labeling_function, regex_lf, sql_lf
+from labeling.lfs.kinds import LF, labeling_function, regex_lf, sql_lf
 
 KEEP, DROP = "keep", "drop"
 
@@ -141,7 +142,7 @@ def ngram_repetition(x) -> bool:
         if len(set(grams)) / len(grams) < 0.5:
             return True
     run = 1
-    for a, b in zip(words, words[1:]):
+    for a, b in itertools.pairwise(words):
         run = run + 1 if a == b else 1
         if run >= 6:
             return True

@@ -276,7 +276,7 @@ def label_matrix(con: Any, relation: str, lfs: Sequence[LF], labels: Sequence[st
     `curation.engine.Engine`): this same function runs per block of a Parquet snapshot on Ray.
     """
     if engine is not None and engine != "local":
-        from curation.engine import ray_label_matrix
+        from labeling.lfs.distributed import ray_label_matrix
 
         return ray_label_matrix(con, relation, lfs, labels, fault_tolerant=fault_tolerant, batch_size=batch_size,
                                 engine=engine, progress=progress)

@@ -1,9 +1,10 @@
-"""PNG plots of runs: learning curves and calibration (reliability diagrams). matplotlib's Agg backend, no display."""
+"""PNG figures: a generic saver (`save_figure`, `pyplot` with matplotlib's Agg backend, no display) and the two
+plots every stage report uses: learning curves and calibration (reliability diagrams)."""
 
 from pathlib import Path
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -18,7 +19,7 @@ def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -26,7 +27,7 @@ def plot_learning_curve(curves: dict[str, list[tuple[float, float]]], path: str 
                         xlabel: str = "human labels used", ylabel: str = "test accuracy (%)",
                         anchors: dict[str, float] | None = None) -> Path:
     """`curves`: name → [(x, y), ...]; `anchors`: name → y drawn as dashed reference lines."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, points in curves.items():
         xs, ys = zip(*points) if points else ((), ())
@@ -41,7 +42,7 @@ def plot_learning_curve(curves: dict[str, list[tuple[float, float]]], path: str 
 
 def plot_calibration(reliability: dict[str, list[dict]], path: str | Path, *, title: str = "Calibration") -> Path:
     """`reliability`: name → bins as `training.metrics.reliability` returns them (confidence, accuracy, count)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
     for name, bins in reliability.items():
