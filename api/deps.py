@@ -5,7 +5,7 @@ Routes import from here, never from `api.app` (which only assembles the app).
 
 Auth is not a per-route dependency: `api.security.SecurityMiddleware` checks every request against the one table
 of route roles (`api.security.ROUTE_ROLES`) before a route runs, so a new route is covered (admin-only until it is
-listed there). `Auth` and `WebhookAuth` remain as empty dependency lists for routes written against the old API.
+listed there).
 """
 
 import contextlib
@@ -75,8 +75,6 @@ def get_runner(state: Annotated[AppState, Depends(get_state)]) -> JobRunner:
 StateDep = Annotated[AppState, Depends(get_state)]
 StoreDep = Annotated[Store, Depends(get_store)]
 RunnerDep = Annotated[JobRunner, Depends(get_runner)]
-Auth: list = []          # kept for routes written before the middleware; auth is in api.security
-WebhookAuth: list = []
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"page size (at most {MAX_PAGE})")]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="rows to skip")]
 

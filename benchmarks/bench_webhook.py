@@ -15,12 +15,13 @@ and what a receiver that stored the event inside the request would take under th
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from benchmarks.common import latency_stats, webhook_event
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "youtube-spam" / "wrench" / "youtube.jsonl"
@@ -38,23 +39,7 @@ def _dataset(path: Path, quick: bool) -> None:
             f.write(json.dumps({"id": r["id"], "text": r["text"], "label": label, "split": r["split"]}) + "\n")
 
 
-def _event(i: int, record_id: int, input_hash: str) -> dict:
-    stamp = "2026-01-01T00:00:00Z"
-    return {"action": "ANNOTATION_CREATED", "project": {"id": 1},
-            "annotation": {"id": 10_000 + i, "task": 50_000 + i, "completed_by": 1, "created_at": stamp,
-                           "updated_at": stamp, "lead_time": 2.0, "was_cancelled": False,
-                           "result": [{"from_name": "label", "to_name": "text", "type": "choices",
-                                       "value": {"choices": ["ham" if i % 2 else "spam"]}}]},
-            "task": {"id": 50_000 + i, "project": 1, "data": {"text": "x", "record_id": record_id,
-                                                              "input_hash": input_hash}}}
 
-
-def _stats(xs: list[float]) -> dict:
-    xs = sorted(xs)
-    if not xs:
-        return {"n": 0, "median_ms": None, "p95_ms": None, "max_ms": None}
-    return {"n": len(xs), "median_ms": round(1000 * statistics.median(xs), 2),
-            "p95_ms": round(1000 * xs[min(len(xs) - 1, int(0.95 * len(xs)))], 2), "max_ms": round(1000 * xs[-1], 2)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -110,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         def event(i: int) -> dict:   # unique annotation ids; records cycle through those 20
             rid, h = pool[i % len(pool)]
-            return _event(i, rid, h)
+            return webhook_event(i, rid, h)
 
         events = [event(i) for i in range(5 + 2 * n_events)]
 
@@ -178,8 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
             api.close()
         store.close()
 
-    idle, busy = _stats(idle_ack), _stats(busy_ack)
-    i_idle, i_busy = _stats(idle_inline), _stats(busy_inline)
+    idle, busy = latency_stats(idle_ack), latency_stats(busy_ack)
+    i_idle, i_busy = latency_stats(idle_inline), latency_stats(busy_inline)
 
     def ratio(a: float | None, b: float | None) -> float | None:
         return round(a / b, 2) if a and b else None
@@ -192,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
         "ack_p95_ratio": ratio(busy["p95_ms"], idle["p95_ms"]),
         "inline_record_idle": i_idle, "inline_record_under_round": i_busy,
         "inline_median_ratio": ratio(i_busy["median_ms"], i_idle["median_ms"]),
-        "ack_under_round_by_step": {k or "start": _stats(v)["median_ms"] for k, v in phases.items()},
+        "ack_under_round_by_step": {k or "start": latency_stats(v)["median_ms"] for k, v in phases.items()},
         "recorder": {"received": stats.received, "recorded": stats.recorded, "failed": stats.failed},
         "goal_median_ms": 50, "goal_met": busy["median_ms"] is not None and busy["median_ms"] <= 50,
     }

@@ -4,6 +4,7 @@ the summary table that `python -m benchmarks` prints)."""
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -108,3 +109,24 @@ def summary_table(figures: list[dict], extra_rows: list[list[str]] | None = None
     out = [line, "  ".join("-" * w for w in widths)]
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     return "\n".join(out)
+
+
+def latency_stats(xs: list[float], *, median: str = "median_ms") -> dict:
+    """n, median (under the key `median`), p95 and max of latencies in seconds, in milliseconds."""
+    xs = sorted(xs)
+    if not xs:
+        return {"n": 0, median: None, "p95_ms": None, "max_ms": None}
+    return {"n": len(xs), median: round(1000 * statistics.median(xs), 2),
+            "p95_ms": round(1000 * xs[min(len(xs) - 1, int(0.95 * len(xs)))], 2), "max_ms": round(1000 * xs[-1], 2)}
+
+
+def webhook_event(i: int, record_id: int, input_hash: str) -> dict:
+    """A Label Studio ANNOTATION_CREATED webhook body for record `record_id` (spam/ham alternating)."""
+    stamp = "2026-01-01T00:00:00Z"
+    return {"action": "ANNOTATION_CREATED", "project": {"id": 1},
+            "annotation": {"id": 10_000 + i, "task": 50_000 + i, "completed_by": 1, "created_at": stamp,
+                           "updated_at": stamp, "lead_time": 2.0, "was_cancelled": False,
+                           "result": [{"from_name": "label", "to_name": "text", "type": "choices",
+                                       "value": {"choices": ["ham" if i % 2 else "spam"]}}]},
+            "task": {"id": 50_000 + i, "project": 1, "data": {"text": "x", "record_id": record_id,
+                                                              "input_hash": input_hash}}}

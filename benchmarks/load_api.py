@@ -18,7 +18,6 @@ in the same run.
 import argparse
 import json
 import multiprocessing
-import statistics
 import sys
 import tempfile
 import threading
@@ -26,6 +25,8 @@ import time
 from pathlib import Path
 
 from pydantic import SecretStr
+
+from benchmarks.common import latency_stats, webhook_event
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "youtube-spam" / "wrench" / "youtube.jsonl"
@@ -35,23 +36,10 @@ HEAVY_SQL = ("SELECT a.label, count(*) AS n FROM records a, records b "
 GOAL_P95_MS = 50.0
 
 
-def _stats(xs: list[float]) -> dict:
-    xs = sorted(xs)
-    if not xs:
-        return {"n": 0, "p50_ms": None, "p95_ms": None, "max_ms": None}
-    return {"n": len(xs), "p50_ms": round(1000 * statistics.median(xs), 2),
-            "p95_ms": round(1000 * xs[min(len(xs) - 1, int(0.95 * len(xs)))], 2), "max_ms": round(1000 * xs[-1], 2)}
 
 
-def _event(i: int, record_id: int, input_hash: str) -> dict:
-    stamp = "2026-01-01T00:00:00Z"
-    return {"action": "ANNOTATION_CREATED", "project": {"id": 1},
-            "annotation": {"id": 10_000 + i, "task": 50_000 + i, "completed_by": 1, "created_at": stamp,
-                           "updated_at": stamp, "lead_time": 2.0, "was_cancelled": False,
-                           "result": [{"from_name": "label", "to_name": "text", "type": "choices",
-                                       "value": {"choices": ["ham" if i % 2 else "spam"]}}]},
-            "task": {"id": 50_000 + i, "project": 1, "data": {"text": "x", "record_id": record_id,
-                                                              "input_hash": input_hash}}}
+
+
 
 
 def _webhooks(url: str, records: list[tuple[int, str]], rate: float, until: float, start_i: int) -> list[float]:
@@ -63,7 +51,7 @@ def _webhooks(url: str, records: list[tuple[int, str]], rate: float, until: floa
         while time.monotonic() < until:
             rid, h = records[i % len(records)]
             t = time.perf_counter()
-            r = c.post("/webhooks/labelstudio", json=_event(i, rid, h))
+            r = c.post("/webhooks/labelstudio", json=webhook_event(i, rid, h))
             lat.append(time.perf_counter() - t)
             if r.status_code != 200:
                 raise RuntimeError(f"webhook answered {r.status_code}: {r.text[:200]}")
@@ -203,11 +191,12 @@ def main(argv: list[str] | None = None) -> dict:
             if server.is_alive():
                 server.kill()
 
-    load = _stats(load_ack)
+    load = latency_stats(load_ack, median="p50_ms")
     result = {
         "benchmark": "load_api", "duration_s": args.duration, "sql_clients": args.clients, "rate": args.rate,
-        "ack_idle": _stats(idle_ack), "ack_under_sql": load,
-        "health_idle": _stats(idle_health), "health_under_sql": _stats(load_health),
+        "ack_idle": latency_stats(idle_ack, median="p50_ms"), "ack_under_sql": load,
+        "health_idle": latency_stats(idle_health, median="p50_ms"),
+        "health_under_sql": latency_stats(load_health, median="p50_ms"),
         "sql": dict(sorted(counts.items())), "webhook_events": events,
         "goal": f"ack p95 <= {GOAL_P95_MS:g} ms under {args.clients} heavy SQL queries",
         "goal_met": load["p95_ms"] is not None and load["p95_ms"] <= GOAL_P95_MS,

@@ -39,6 +39,7 @@ def register(app: typer.Typer) -> None:
 
 
 def studio_client(url: str | None, token: str | None, root: Path = Path(".labelstudio")):
+    """The Label Studio client of a command: --ls-url/--ls-token, else the local server's (`curate studio server`)."""
     from labeling.studio import StudioClient
     from labeling.studio import server as ls_server
 
@@ -50,6 +51,9 @@ def studio_client(url: str | None, token: str | None, root: Path = Path(".labels
         url = url or state["url"]
         token = token or ls_server.credentials(root).token
     return StudioClient(url, token)
+
+
+_client = studio_client   # what this module's commands call (tests swap in a fake Label Studio)
 
 
 @handle_errors
@@ -69,7 +73,7 @@ def connect(
     from labeling.studio import ensure_project, register_webhook
 
     secret = settings(db).webhook_secret
-    with open_store(db) as store, studio_client(ls_url, ls_token) as client:
+    with open_store(db) as store, _client(ls_url, ls_token) as client:
         result = ensure_project(store, dataset, client, annotators_per_task=annotators_per_task)
         result.pop("label_config")
         if webhook_url:
@@ -98,7 +102,7 @@ def push(
     """Push a selection as tasks with pre-annotations (idempotent by input_hash), most uncertain first."""
     from labeling.studio import push_selection
 
-    with open_store(db) as store, studio_client(ls_url, ls_token) as client, \
+    with open_store(db) as store, _client(ls_url, ls_token) as client, \
             progress_bar("push", enabled=not (as_json or no_progress)) as bar:
         result = push_selection(store, selection_id, run_id=run_id, client=client, batch_size=batch_size,
                                 uncertainty_kind=uncertainty, progress=bar.update)
@@ -116,7 +120,7 @@ def pull(
     """Reconcile annotations with Label Studio: record what webhooks missed, tombstone deleted ones."""
     from labeling.studio import pull_annotations
 
-    with open_store(db) as store, studio_client(ls_url, ls_token) as client:
+    with open_store(db) as store, _client(ls_url, ls_token) as client:
         result = pull_annotations(store, dataset, client)
     emit(result, as_json)
 

@@ -151,39 +151,49 @@ def _remap_csv_rows(rows: pl.Series, rejected_rows: list[int]) -> pl.Series:
     return kept.gather(rows - 1)
 
 
-def _read_jsonl(path: Path, fields: FieldMap) -> Iterator[_Batch]:
-    mapped = {fields.text, fields.label, fields.id, fields.group} - {None}
-    buf, metas, nums, bad = [], [], [], []
+def json_lines(path: Path, *, objects: bool = False) -> Iterator[tuple[int, Any, dict | None]]:
+    """(line number, parsed value, None) per line of a JSON-lines file, or (line number, None, rejection) for an
+    empty line, bytes that are not UTF-8, a line that is not JSON, or (`objects`) a value that is not an object;
+    a rejection is {field, rule, message, raw}."""
     with path.open("rb") as f:
         for i, raw in enumerate(f, 1):
             if not raw.strip():
-                bad.append({"row": i, "field": None, "rule": "row_shape", "message": "empty line; remove it",
-                            "raw": ""})
+                yield i, None, {"field": None, "rule": "row_shape", "message": "empty line; remove it", "raw": ""}
                 continue
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                bad.append({"row": i, "field": None, "rule": "valid_utf8", "raw": raw[:500].decode("utf-8", "replace"),
-                            "message": f"bytes at {e.start} are not UTF-8; re-save the file as UTF-8"})
+                yield i, None, {"field": None, "rule": "valid_utf8", "raw": raw[:500].decode("utf-8", "replace"),
+                                "message": f"bytes at {e.start} are not UTF-8; re-save the file as UTF-8"}
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                bad.append({"row": i, "field": None, "rule": "row_shape", "raw": line[:2000],
-                            "message": f"not JSON ({e.msg} at column {e.colno}); fix the line"})
+                yield i, None, {"field": None, "rule": "row_shape", "raw": line[:2000],
+                                "message": f"not JSON ({e.msg} at column {e.colno}); fix the line"}
                 continue
-            if not isinstance(obj, dict):
-                bad.append({"row": i, "field": None, "rule": "row_shape", "raw": line[:2000],
-                            "message": "a JSON line must be an object {\"text\": ...}"})
+            if objects and not isinstance(obj, dict):
+                yield i, None, {"field": None, "rule": "row_shape", "raw": line[:2000],
+                                "message": "a JSON line must be an object {\"text\": ...}"}
                 continue
-            buf.append({k: v if v is None or isinstance(v, str) else json.dumps(v) for k, v in obj.items()
-                        if k in mapped})
-            rest = {k: v for k, v in obj.items() if k not in mapped and k not in fields.exclude}
-            metas.append(json.dumps(rest, ensure_ascii=False) if rest else None)
-            nums.append(i)
-            if len(buf) >= BATCH_ROWS:
-                yield _Batch(_frame_from_rows(buf), pl.Series("row", nums), bad, pl.Series(metas, dtype=pl.String))
-                buf, metas, nums, bad = [], [], [], []
+            yield i, obj, None
+
+
+def _read_jsonl(path: Path, fields: FieldMap) -> Iterator[_Batch]:
+    mapped = {fields.text, fields.label, fields.id, fields.group} - {None}
+    buf, metas, nums, bad = [], [], [], []
+    for i, obj, error in json_lines(path, objects=True):
+        if error is not None:
+            bad.append({"row": i, **error})
+            continue
+        buf.append({k: v if v is None or isinstance(v, str) else json.dumps(v) for k, v in obj.items()
+                    if k in mapped})
+        rest = {k: v for k, v in obj.items() if k not in mapped and k not in fields.exclude}
+        metas.append(json.dumps(rest, ensure_ascii=False) if rest else None)
+        nums.append(i)
+        if len(buf) >= BATCH_ROWS:
+            yield _Batch(_frame_from_rows(buf), pl.Series("row", nums), bad, pl.Series(metas, dtype=pl.String))
+            buf, metas, nums, bad = [], [], [], []
     yield _Batch(_frame_from_rows(buf), pl.Series("row", nums, dtype=pl.Int64), bad,
                  pl.Series(metas, dtype=pl.String))
 

@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from curation.contracts import instruction_contract
 from curation.errors import InputError
-from curation.ingest import FieldMap, IngestResult, open_source, write_quarantine
+from curation.ingest import FieldMap, IngestResult, json_lines, open_source, write_quarantine
 from curation.ingest import detect_format as detect_file_format
 from curation.normalize import normalise, normalise_series
 from curation.store import Store, now
@@ -368,22 +368,8 @@ def _read_json(path: Path) -> Iterator[_Row]:
         for i, obj in enumerate(rows, 1):
             yield _Row(i, obj)
         return
-    with path.open("rb") as f:
-        for i, raw in enumerate(f, 1):
-            if not raw.strip():
-                yield _Row(i, error={"field": None, "rule": "row_shape", "message": "empty line; remove it", "raw": ""})
-                continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield _Row(i, error={"field": None, "rule": "valid_utf8", "raw": raw[:500].decode("utf-8", "replace"),
-                                     "message": f"bytes at {e.start} are not UTF-8; re-save the file as UTF-8"})
-                continue
-            try:
-                yield _Row(i, json.loads(line))
-            except json.JSONDecodeError as e:
-                yield _Row(i, error={"field": None, "rule": "row_shape", "raw": line[:2000],
-                                     "message": f"not JSON ({e.msg} at column {e.colno}); fix the line"})
+    for i, obj, error in json_lines(path):
+        yield _Row(i, obj, error)
 
 
 def _frame_rows(batches: Iterable[Any], csv: bool) -> Iterator[_Row]:

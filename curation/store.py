@@ -38,6 +38,12 @@ TASKS = ("classification", "instruction")
 INSTRUCTION_LABELS = ("keep", "drop")
 
 
+def verdict_labels(ds: dict) -> list[str]:
+    """The labels people give a dataset's records (annotations, gold labels, their review): the keep/drop verdict
+    for an instruction dataset, else its label set. `ds`: a `Store.dataset(name)` row."""
+    return list(INSTRUCTION_LABELS) if ds["task"] == "instruction" else list(ds["labels"] or [])
+
+
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from curation.errors import InputError, NotFound
+from curation.store import verdict_labels
 
 log = logging.getLogger(__name__)
 
@@ -281,9 +282,9 @@ def annotation_matrix(store, dataset: str, *, labels: Sequence[str] | None = Non
     """The dataset's live annotations (the latest per annotator and record) as an `Annotations` matrix.
     Instruction datasets use the keep/drop verdict as the label (`labels` = keep, drop)."""
     ds = store.dataset(dataset)
-    task = store.one("SELECT task FROM store.datasets WHERE name = ?", [dataset]) or "classification"
+    task = ds["task"] or "classification"
     if labels is None:
-        labels = ["keep", "drop"] if task == "instruction" else list(ds["labels"] or [])
+        labels = verdict_labels(ds)
     if len(labels) < 2:
         raise InputError(f"dataset {dataset!r} has no label set (ingest it with --labels a,b,...)")
     index = {lab: i for i, lab in enumerate(labels)}

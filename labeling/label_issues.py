@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from curation.errors import InputError, NotFound
-from curation.store import now
+from curation.store import now, verdict_labels
 
 log = logging.getLogger(__name__)
 
@@ -167,9 +167,7 @@ def detect_label_issues(store, dataset: str, *, labels: str = "gold", method: st
         raise InputError(f"--labels {labels!r}; valid: {', '.join(LABEL_KINDS)}")
     if method not in METHODS:
         raise InputError(f"--method {method!r}; valid: {', '.join(METHODS)}")
-    ds = store.dataset(dataset)
-    task = store.one("SELECT task FROM store.datasets WHERE name = ?", [dataset])
-    label_set = ["keep", "drop"] if task == "instruction" else list(ds["labels"] or [])
+    label_set = verdict_labels(store.dataset(dataset))
     if len(label_set) < 2:
         raise InputError(f"dataset {dataset!r} has no label set")
     rows, source = _labeled_rows(store, dataset, labels, label_set)

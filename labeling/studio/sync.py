@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from curation.errors import InputError, NotFound
-from curation.store import Store, now
+from curation.store import Store, now, verdict_labels
 from labeling.consensus import record_gold
 from labeling.studio.client import StudioClient
 from labeling.studio.tasks import (
@@ -338,9 +338,7 @@ def import_annotations(store: Store, file: str, dataset: str, *, source_col: str
     if missing:
         raise InputError(f"{path}: column(s) {missing} missing; a long table needs {source_col}, {annotator_col}, "
                          f"{label_col} (has {df.columns})")
-    ds = store.dataset(dataset)
-    task = store.one("SELECT task FROM store.datasets WHERE name = ?", [dataset])
-    valid = set(["keep", "drop"] if task == "instruction" else (ds["labels"] or []))
+    valid = set(verdict_labels(store.dataset(dataset)))
     ids = dict(store.query("SELECT source_id, record_id FROM store.records WHERE dataset = ? AND source_id IS NOT "
                            "NULL", [dataset]))
     counts = {"rows": df.height, "created": 0, "updated": 0, "duplicate": 0, "unknown_record": 0, "bad_label": 0}
