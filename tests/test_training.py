@@ -156,7 +156,7 @@ def test_build_splits_gold_hard_weak_soft_and_weights():
                weak_probs=[[0.9, 0.1], [0.3, 0.7], None, None, [0.5, 0.5], [0.2, 0.8]],
                split=["train", "train", "train", "val", "test", "test"],
                origin=["ingest", "ingest", "ingest", "ingest", "ingest", "ingest"])
-    s = build_splits(f, LABELS, TrainConfig(gold_weight=3.0))
+    s = build_splits(f, LABELS, TrainConfig(gold_weight=3.0, weak_targets="soft", weak_confidence_weighting=False))
     tr = s["train"]
     assert tr.record_ids.tolist() == [1, 2]                   # 3 has no label at all
     assert tr.targets.tolist() == [[0, 1], pytest.approx([0.3, 0.7])]   # gold wins over weak for record 1

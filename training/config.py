@@ -42,7 +42,8 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     base_model: str | None = Field(None, description="local path or hub name; None: the offline all-MiniLM-L6-v2")
-    epochs: int = Field(5, ge=1, le=100, description="maximum epochs; early stopping usually ends sooner")
+    epochs: int = Field(10, ge=1, le=100, description="maximum epochs; early stopping on val (`patience`) usually "
+                        "ends sooner, so the budget is a ceiling, not a guess of the right length")
     lr: float = Field(5e-3, gt=0, description="AdamW learning rate; a LoRA adapter on a small encoder learns "
                       "fastest at 2e-3..1e-2 (higher than full fine-tuning)")
     weight_decay: float = Field(0.0, ge=0)
@@ -60,7 +61,14 @@ class TrainConfig(BaseModel):
     weak_weight: float = Field(1.0, ge=0, description="loss weight of a weak label; 0 trains on gold only")
     label_sources: Literal["gold+weak", "gold", "weak"] = Field(
         "gold+weak", description="which training labels to use; a record with both uses gold")
-    patience: int = Field(2, ge=0, description="epochs without val improvement before stopping; 0: never stop")
+    weak_targets: Literal["soft", "hard"] = Field(
+        "hard", description="weak-label targets: the label model's (tie-broken) label, or its probabilities "
+        "(soft; they are only as good as its calibration, which label models rarely have)")
+    weak_confidence_weighting: bool = Field(
+        True, description="scale a weak label's loss weight by the label model's margin (top − runner-up): "
+        "confident labels count fully, ties and all-abstain rows not at all")
+    patience: int = Field(3, ge=0, description="epochs without val improvement before stopping; 0: never stop "
+                          "(3: a small val set's score is noisy, one flat epoch is no reason to stop)")
     early_stopping_metric: Literal["macro_f1", "accuracy", "loss"] = "macro_f1"
     allow_leakage: bool = Field(False, description="train on a split whose duplicate components cross splits")
     allow_contamination: bool = Field(False, description="train although train records share n-grams with an "

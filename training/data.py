@@ -4,8 +4,10 @@ Pure: a polars frame in the snapshot format (docs/ARCHITECTURE.md) in, arrays an
 
 Targets per record, in the dataset's label order:
 - gold label (`label`, imported or annotation): one-hot, weight `gold_weight`;
-- else weak label (`weak_probs`, the label model's probabilities; only where `weak_label` is set, i.e. some LF
-  voted): those probabilities, weight `weak_weight`;
+- else weak label (only where `weak_label` is set, i.e. some LF voted, or the label model's all-abstain policy
+  gave one): `weak_targets="hard"` (default) the one-hot of the label model's stored, tie-broken label, or
+  `"soft"` its probabilities (`weak_probs`); weight `weak_weight`, times the label model's margin (top −
+  runner-up probability) with `weak_confidence_weighting` (default), so a tie teaches nothing;
 - else nothing: the record is left out of training and counted as `unlabeled`.
 `label_sources` restricts training to gold or weak labels only. Augmented rows (origin `augment`) carry their
 parent's label in the snapshot already, so they count as their parents say; they only ever train (never evaluate).
@@ -88,6 +90,27 @@ def _weak_matrix(frame: pl.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:
     return probs, has
 
 
+def weak_targets(frame: pl.DataFrame, weak: np.ndarray, labels: list[str], config: TrainConfig) -> np.ndarray:
+    """Training targets of weak-labeled rows: the label model's probabilities (`soft`) or the one-hot of its
+    stored label (`hard`: the label model's tie-broken decision, `weak_label`)."""
+    if config.weak_targets == "soft":
+        return weak
+    index = {lab: i for i, lab in enumerate(labels)}
+    stored = frame["weak_label"].to_list() if "weak_label" in frame.columns else [None] * frame.height
+    idx = np.asarray([index.get(v, -1) if v is not None else -1 for v in stored], dtype=np.int64)
+    idx = np.where(idx >= 0, idx, weak.argmax(1))
+    return np.eye(len(labels), dtype=np.float32)[idx]
+
+
+def weak_confidence_weights(weak: np.ndarray, config: TrainConfig) -> np.ndarray:
+    """Per-row factor on a weak label's loss weight: 1, or with `weak_confidence_weighting` the label model's
+    margin (top probability − runner-up; 0 for a tie, 1 for a certain label)."""
+    if not config.weak_confidence_weighting or weak.shape[1] < 2:
+        return np.ones(len(weak), dtype=np.float32)
+    top2 = np.sort(weak, axis=1)[:, -2:]
+    return (top2[:, 1] - top2[:, 0]).astype(np.float32)
+
+
 def train_leaks(frame: pl.DataFrame) -> np.ndarray:
     """Per row: does its duplicate component (exact, near-duplicate or group) also hold a train record? For val
     and test rows that is leakage from train; rows without it form the leakage-free subset (the split check's
@@ -133,8 +156,10 @@ def build_splits(frame: pl.DataFrame, labels: list[str], config: TrainConfig) ->
             take_gold = in_split & has_gold & use_gold
             take_weak = in_split & ~take_gold & has_weak & use_weak
             keep = take_gold | take_weak
-            targets = np.where(take_gold[:, None], onehot[np.maximum(gold, 0)], weak)
-            weights = np.where(take_gold, config.gold_weight, config.weak_weight).astype(np.float32)
+            targets = np.where(take_gold[:, None], onehot[np.maximum(gold, 0)], weak_targets(frame, weak, labels,
+                                                                                               config))
+            weights = np.where(take_gold, config.gold_weight,
+                               config.weak_weight * weak_confidence_weights(weak, config)).astype(np.float32)
             source = np.where(take_gold, "gold", "weak")
             y = np.where(take_gold, gold, weak.argmax(1))
             counts |= {"used_gold": int(take_gold.sum()), "used_weak": int(take_weak.sum()),
