@@ -38,6 +38,11 @@ TASKS = ("classification", "instruction")
 INSTRUCTION_LABELS = ("keep", "drop")
 
 
+def dataset_task(store: "Store", name: str) -> str:
+    """'classification' or 'instruction'; NotFound (naming the known datasets) when there is no such dataset."""
+    return store.dataset(name)["task"] or "classification"
+
+
 def verdict_labels(ds: dict) -> list[str]:
     """The labels people give a dataset's records (annotations, gold labels, their review): the keep/drop verdict
     for an instruction dataset, else its label set. `ds`: a `Store.dataset(name)` row."""

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from curation.contracts import export_contract
 from curation.errors import InputError, NotFound
 from curation.splits import current_split_id
-from curation.store import Store, now
+from curation.store import Store, dataset_task, now
 
 EXPORT_FORMATS = ("parquet", "csv", "hf", "chat-jsonl", "alpaca")
 
@@ -147,7 +147,7 @@ def export(store: Store, dataset: str, out: str | Path, fmt: str | None = None,
     if fmt not in EXPORT_FORMATS:
         raise InputError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
     tuned = options is not None and options != ExportOptions()
-    if fmt in ("chat-jsonl", "alpaca") or (fmt == "hf" and (tuned or _dataset_task(store, dataset) == "instruction")):
+    if fmt in ("chat-jsonl", "alpaca") or (fmt == "hf" and (tuned or dataset_task(store, dataset) == "instruction")):
         return export_instructions(store, dataset, out, fmt, options or ExportOptions())
     if tuned:
         raise InputError(f"--format {fmt} exports every record with its labels; --template, --min-quality, "
@@ -332,11 +332,6 @@ def alpaca_row(messages: list[dict]) -> dict | None:
     return {"instruction": "\n\n".join([*system, user[0]]), "input": "", "output": assistant[0]}
 
 
-def _dataset_task(store: Store, dataset: str) -> str:
-    store.dataset(dataset)
-    return store.one("SELECT task FROM store.datasets WHERE name = ?", [dataset])
-
-
 def _check_out_dir(out: Path) -> None:
     if out.is_file():
         raise InputError(f"--out {out}: a file exists there; the export writes a folder (train.jsonl, val.jsonl, ...)")
@@ -360,7 +355,7 @@ def export_instructions(store: Store, dataset: str, out: str | Path, fmt: str = 
     if fmt not in INSTRUCTION_FORMATS:
         raise InputError(f"unknown instruction export format {fmt!r}; use one of {', '.join(INSTRUCTION_FORMATS)}")
     out = Path(out)
-    task = _dataset_task(store, dataset)
+    task = dataset_task(store, dataset)
     labels = store.dataset(dataset)["labels"]
     if current_split_id(store, dataset) is None:
         raise InputError(f"dataset {dataset!r} has no split; the export writes one file per split. Run `curate split "

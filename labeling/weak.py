@@ -28,7 +28,7 @@ import polars as pl
 
 from curation.errors import InputError, NotFound
 from curation.splits import current_split_id
-from curation.store import Store, now
+from curation.store import Store, dataset_task, now
 from labeling import analysis
 from labeling import label_model as lm
 from labeling.lfs import (
@@ -46,12 +46,6 @@ from labeling.lfs import (
 log = logging.getLogger(__name__)
 
 VOTE_FORMATS = ("long", "wrench")
-
-
-def dataset_task(store: Store, dataset: str) -> str:
-    """'classification' or 'instruction' (NotFound naming the known datasets when there is no such dataset)."""
-    store.dataset(dataset)
-    return store.query("SELECT task FROM store.datasets WHERE name = ?", [dataset])[0][0]
 
 
 def dataset_labels(store: Store, dataset: str) -> list[str]:

@@ -35,6 +35,7 @@ import numpy as np
 from pydantic import Field
 
 from curation.errors import InputError, NotFound
+from curation.store import dataset_task
 from training.sft import SftConfig
 
 log = logging.getLogger(__name__)
@@ -54,11 +55,6 @@ class SftRunConfig(SftConfig):
     allow_leakage: bool = Field(False, description="train on a split whose duplicate components cross splits")
     allow_contamination: bool = Field(False, description="train although train records share n-grams with an "
                                       "evaluation set (recorded on the run)")
-
-
-def dataset_task(store, dataset: str) -> str:
-    store.dataset(dataset)
-    return store.one("SELECT task FROM store.datasets WHERE name = ?", [dataset]) or "classification"
 
 
 def is_sft(store, dataset: str, task: str | None = None) -> bool:

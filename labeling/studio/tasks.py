@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation.errors import InputError, NotFound
-from curation.store import Store, now
+from curation.store import Store, dataset_task, now
 from labeling.studio.client import StudioClient, StudioNotFound
 from labeling.uncertainty import UNCERTAINTY, uncertainty
 
@@ -215,14 +215,6 @@ def review_outcome(result: Any, current: str | None) -> ReviewOutcome:
 
 
 # -- projects ----------------------------------------------------------------------------------------------
-def dataset_task(store: Store, dataset: str) -> str:
-    """'classification' or 'instruction' (NotFound names the known datasets)."""
-    task = store.one("SELECT task FROM store.datasets WHERE name = ?", [dataset])
-    if task is None:
-        store.dataset(dataset)          # raises NotFound with the known names
-    return str(task or "classification")
-
-
 def project_title(dataset: str) -> str:
     return f"curate: {dataset}"
 
