@@ -78,6 +78,11 @@ def train(
     gold_weight: Annotated[float | None, _train_option("gold_weight", "loss weight of gold labels (weak: 1)")] = None,
     label_sources: Annotated[str | None, _train_option("label_sources", "gold+weak | gold | weak")] = None,
     patience: Annotated[int | None, _train_option("patience", "early-stopping patience in epochs (0: off)")] = None,
+    weak_targets: Annotated[str | None, _train_option("weak_targets", "weak labels as the label model's label "
+                                                      "(hard) or its probabilities (soft)")] = None,
+    weak_confidence_weighting: Annotated[bool | None, _train_option(
+        "weak_confidence_weighting", "weigh each weak label by the label model's margin",
+        "--weak-confidence-weighting/--no-weak-confidence-weighting")] = None,
     allow_leakage: Annotated[bool | None, _train_option("allow_leakage", "train on a leaky split (recorded)",
                                                         "--allow-leakage")] = None,
     device: Annotated[str | None, _train_option("device", "auto | cpu | cuda")] = None,
@@ -109,6 +114,7 @@ def train(
             if given:
                 raise InputError(f"--{given[0].replace('_', '-')} is for SFT runs (instruction datasets or "
                                  "--task sft)")
+            options |= {"weak_targets": weak_targets, "weak_confidence_weighting": weak_confidence_weighting}
             try:
                 config = TrainConfig(**{k: v for k, v in options.items() if v is not None})   # the rest: defaults
             except ValueError as e:

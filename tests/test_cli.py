@@ -88,3 +88,25 @@ def test_sql_and_datasets_through_a_running_server(tmp_path):
         assert [d["name"] for d in json.loads(r.stdout)["datasets"]] == ["yt"]
         r = runner.invoke(app, ["sql", "DROP TABLE store.records", "--server", server.url])
         assert r.exit_code == 2 and "read-only" in r.stderr
+
+
+def test_train_options_reach_the_config_and_defaults_come_from_it(tmp_path, monkeypatch):
+    import training.train
+    from training.config import TrainConfig
+
+    seen = {}
+
+    def fake_train(store, dataset, config, progress=None, allow_contamination=False):
+        seen["config"] = config
+        return {"run_id": "r", "status": "succeeded", "metrics": {}}
+
+    monkeypatch.setattr(training.train, "train", fake_train)
+    db = tmp_path / "t.duckdb"
+    assert ingest_psy(db).exit_code == 0
+    r = cli("train", "-d", "yt", "--json", "--weak-targets", "soft", "--no-weak-confidence-weighting",
+            "--epochs", "3", db=db)
+    assert r.exit_code == 0, r.output
+    assert seen["config"] == TrainConfig(weak_targets="soft", weak_confidence_weighting=False, epochs=3)
+    r = cli("train", "-d", "yt", "--json", db=db)
+    assert r.exit_code == 0, r.output
+    assert seen["config"] == TrainConfig()
