@@ -24,20 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SEED_TASKS = ROOT / "data" / "self-instruct-seed" / "seed_tasks.jsonl"
-
-
-def seed_conversations() -> list[list[dict]]:
-    """The 175 self-instruct seed tasks → [user: instruction (+ input), assistant: output]."""
-    convs = []
-    for line in SEED_TASKS.read_text().splitlines():
-        row = json.loads(line)
-        inst = row["instances"][0]
-        user = row["instruction"] + (f"\n\n{inst['input']}" if inst["input"] else "")
-        convs.append([{"role": "user", "content": user}, {"role": "assistant", "content": inst["output"]}])
-    return convs
-
 
 def _quiet() -> None:
     import transformers
@@ -65,6 +51,8 @@ def bench_sft(n_train: int, n_val: int, epochs: int, batch_size: int, lr: float,
     t = time.perf_counter()
     load_causal_lm(folder, device=dev)
     load_s = time.perf_counter() - t
+
+    from benchmarks.common import seed_conversations
 
     convs = seed_conversations()
     train = convs[:n_train]

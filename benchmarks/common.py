@@ -3,6 +3,7 @@ the summary table that `python -m benchmarks` prints)."""
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import time
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     import polars as pl
 
 ROOT = Path(__file__).resolve().parent.parent
+SEED_TASKS = ROOT / "data" / "self-instruct-seed" / "seed_tasks.jsonl"
 RAW = ROOT / "data" / "youtube-spam" / "raw"
 WORK = ROOT / ".bench"
 
@@ -130,3 +132,14 @@ def webhook_event(i: int, record_id: int, input_hash: str) -> dict:
                                        "value": {"choices": ["ham" if i % 2 else "spam"]}}]},
             "task": {"id": 50_000 + i, "project": 1, "data": {"text": "x", "record_id": record_id,
                                                               "input_hash": input_hash}}}
+
+
+def seed_conversations() -> list[list[dict]]:
+    """The 175 bundled self-instruct seed tasks → [user: instruction (+ input), assistant: output]."""
+    convs = []
+    for line in SEED_TASKS.read_text().splitlines():
+        row = json.loads(line)
+        inst = row["instances"][0]
+        user = row["instruction"] + (f"\n\n{inst['input']}" if inst["input"] else "")
+        convs.append([{"role": "user", "content": user}, {"role": "assistant", "content": inst["output"]}])
+    return convs

@@ -48,8 +48,8 @@ On a lent GPU machine (no network; at most 64 MiB travels per call, see /work/.l
      is missing (the JSON records `polars_standin`); any use of it raises.
 2. One call (`carry: [".bench/gpu-pack"]`, timeout 600 s; the full run takes about 2-4 minutes on an H200):
 
-   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site
-   .bench/gpu-pack/whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit; PYTHONUNBUFFERED=1 python3 -m
+   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .site
+   .bench/gpu-pack/whl/*.whl && export PYTHONPATH=$PWD/.site:$PWD || exit; PYTHONUNBUFFERED=1 python3 -m
    benchmarks.gpu --pack-dir .bench/gpu-pack --out $OUT/gpu.json
 
 3. Here: `python -m benchmarks --only none --include <files_at>/gpu.json` prints the GPU figures in the summary
@@ -73,7 +73,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WRENCH = ROOT / "data" / "youtube-spam" / "wrench" / "youtube.jsonl"
-SEED_TASKS = ROOT / "data" / "self-instruct-seed" / "seed_tasks.jsonl"
 LABELS = ["ham", "spam"]
 SCORING_GOAL = 3.0                       # the goal: scoring ≥ 3× pipeline on GPU
 
@@ -322,14 +321,6 @@ def cls_scoring(base_model: str, sizes: Sizes, device: str) -> dict:
 
 
 # -- (c) SFT --------------------------------------------------------------------------------------------
-def seed_conversations() -> list[list[dict]]:
-    convs = []
-    for line in SEED_TASKS.read_text().splitlines():
-        row = json.loads(line)
-        inst = row["instances"][0]
-        user = row["instruction"] + (f"\n\n{inst['input']}" if inst["input"] else "")
-        convs.append([{"role": "user", "content": user}, {"role": "assistant", "content": inst["output"]}])
-    return convs
 
 
 def _smollm2_source(pack_dir: Path | None):
@@ -371,6 +362,7 @@ def sft(sft_model: str, sizes: Sizes, device: str, lr: float = 1e-3) -> dict:
     import torch
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
+    from benchmarks.common import seed_conversations
     from training.score import autocast
     from training.sft import SftConfig, build_sft_model, encode_conversations, fit_sft, response_nll
     from training.train import set_seed
