@@ -29,7 +29,7 @@ from curation.store import Store, now
 
 log = logging.getLogger(__name__)
 
-BATCH_ROWS = 100_000
+BATCH_ROWS = 4 * 122_880  # 4 DuckDB row groups: an insert of several row groups runs on every thread
 FORMATS = ("csv", "jsonl", "parquet", "hf")
 
 
@@ -400,12 +400,13 @@ def ingest(store: Store, source: str | Path | Any, dataset: str, *, fields: Fiel
         result.labels = store.ensure_dataset(cur, dataset, labels, contract.tag)
         ingest_id = store.next_id(cur, "store.ingests", "ingest_id")
         first_record = store.next_id(cur, "store.records", "record_id")
-        next_record = first_record
         result.ingest_id = ingest_id
-        ids = _SourceIds(cur, dataset, first_record)
-        prepared = _prefetch(_prepare(b, fields, result.labels, max_length) for b in batches)
-        with contextlib.closing(prepared):
-            for i, (batch, df, norm) in enumerate(prepared):
+        reader = store.cursor()  # the worker's own: it only reads rows committed before this ingest
+        checked = _prefetch(_checked(batches, fields, result.labels, max_length, SourceIds(reader, dataset, first_record),
+                                     first_record))
+        with contextlib.closing(reader), contextlib.closing(checked):  # the worker stops before its cursor closes
+            for i, c in enumerate(checked):
+                batch = c.batch
                 if i == 0 and batch.columns.width and fields.text not in batch.columns.columns:
                     raise InputError(f"{name}: no column {fields.text!r} (columns: {', '.join(batch.columns.columns)}); "
                                      f"pass --text-field COLUMN")
@@ -420,36 +421,20 @@ def ingest(store: Store, source: str | Path | Any, dataset: str, *, fields: Fiel
                     result.rows_read += len(batch.rejected)
                     for r in batch.rejected:
                         result.quarantined_by_rule[r["rule"]] = result.quarantined_by_rule.get(r["rule"], 0) + 1
-                if batch.columns.height == 0:
+                if c.df is None:
                     continue
                 if i == 0 and fields.label and not result.labels:
                     raise InputError(f"{name}: dataset {dataset!r} has no declared labels but the file has a label column "
                                      f"{fields.label!r}; declare them with --labels a,b,c")
-                df, dup_msgs = ids.flag(cur, df)
-                ok = df["rule"].is_null()
-                n_good = int(ok.sum())
-                bad = df.filter(~ok) if n_good < df.height else df.clear()
-                if bad.height:
-                    if dup_msgs.height:
-                        bad = bad.join(dup_msgs, on="row", how="left")
-                    bad = explain(bad, result.labels, max_length)
-                    raw = bad.select(pl.struct("text", "label_raw", "source_id", "group", "meta").struct.json_encode())
-                    write_quarantine(cur, ingest_id, dataset, name, bad.select("row", "field", "rule", "message")
-                                     .with_columns(raw.to_series().alias("raw")))
-                    for rule, n in bad.group_by("rule").len().iter_rows():
+                if c.bad.height:
+                    write_quarantine(cur, ingest_id, dataset, name, c.bad)
+                    for rule, n in c.bad.group_by("rule").len().iter_rows():
                         result.quarantined_by_rule[rule] = result.quarantined_by_rule.get(rule, 0) + n
-                record_id = (pl.when(pl.col("rule").is_null())
-                             .then(pl.col("rule").is_null().cast(pl.Int64).cum_sum() + (next_record - 1))
-                             if bad.height else pl.int_range(next_record, next_record + df.height, dtype=pl.Int64))
-                df = df.with_columns(record_id.alias("record_id"))
-                ids.accepted(df.filter(ok) if bad.height else df)
-                _insert_records(cur, df, norm, bad.height > 0, dataset, ingest_id, name, started)
-                labeled = int(df["label"].is_not_null().sum() if not bad.height else (ok & df["label"].is_not_null()).sum())
-                next_record += n_good
-                result.accepted += n_good
-                result.quarantined += bad.height
-                result.rows_read += df.height
-                result.labeled += labeled
+                _insert_records(cur, c.df, c.norm, c.bad.height > 0, dataset, ingest_id, name, started)
+                result.accepted += c.df.height - c.bad.height
+                result.quarantined += c.bad.height
+                result.rows_read += c.df.height
+                result.labeled += c.labeled
                 if progress:
                     progress(result.rows_read, total)
         if fmt == "csv":
@@ -464,14 +449,54 @@ def ingest(store: Store, source: str | Path | Any, dataset: str, *, fields: Fiel
     return result
 
 
-def _prepare(batch: _Batch, fields: FieldMap, labels: list[str], max_length: int
-             ) -> tuple[_Batch, pl.DataFrame | None, pa.Array | None]:
-    """The work on a batch that needs nothing from the store (mapping, row-local rules, normalised text), so that
-    it runs ahead of the inserts in another thread."""
+def prepare_batch(batch: _Batch, fields: FieldMap, labels: list[str], max_length: int
+                  ) -> tuple[pl.DataFrame | None, pa.Array | None]:
+    """Mapping, row-local rules and the normalised text of one batch (None, None for an empty one)."""
     if batch.columns.height == 0:
-        return batch, None, None
+        return None, None
     df = _mapped(batch, fields).with_columns(*rule_columns(labels, max_length))
-    return batch, df, normalise_arrow(df["text"].to_arrow(compat_level=pl.CompatLevel.oldest()))
+    return df, normalise_arrow(df["text"].to_arrow(compat_level=pl.CompatLevel.oldest()))
+
+
+@dataclass
+class _Checked:
+    """One batch after every rule: `df` with `record_id` (null for a row that broke a rule), the quarantine rows
+    `bad` (row, field, rule, message, raw), the normalised texts and how many accepted rows carry a label."""
+
+    batch: _Batch
+    df: pl.DataFrame | None = None
+    norm: pa.Array | None = None
+    bad: pl.DataFrame | None = None
+    labeled: int = 0
+
+
+def _checked(batches: Iterator[_Batch], fields: FieldMap, labels: list[str], max_length: int, ids: "SourceIds",
+             first_record: int) -> Iterator[_Checked]:
+    """Every check that needs nothing written by this ingest, batch by batch, with record ids numbered from
+    `first_record`: it runs in the prefetch worker, ahead of the inserts."""
+    next_record = first_record
+    for batch in batches:
+        df, norm = prepare_batch(batch, fields, labels, max_length)
+        if df is None:
+            yield _Checked(batch)
+            continue
+        df, dup_msgs = ids.flag(df)
+        ok = df["rule"].is_null()
+        n_good = int(ok.sum())
+        bad = df.filter(~ok) if n_good < df.height else df.clear()
+        if bad.height:
+            if dup_msgs.height:
+                bad = bad.join(dup_msgs, on="row", how="left")
+            bad = explain(bad, labels, max_length)
+            raw = bad.select(pl.struct("text", "label_raw", "source_id", "group", "meta").struct.json_encode())
+            bad = bad.select("row", "field", "rule", "message").with_columns(raw.to_series().alias("raw"))
+        record_id = (pl.when(ok).then(ok.cast(pl.Int64).cum_sum() + (next_record - 1)) if bad.height
+                     else pl.int_range(next_record, next_record + df.height, dtype=pl.Int64))
+        df = df.with_columns(record_id.alias("record_id"))
+        ids.accepted(df.filter(ok) if bad.height else df)
+        labeled = int((ok & df["label"].is_not_null()).sum())
+        next_record += n_good
+        yield _Checked(batch, df, norm, bad, labeled)
 
 
 class _Failed:
@@ -479,7 +504,7 @@ class _Failed:
         self.error = error
 
 
-def _prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+def _prefetch(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
     """Iterate `items` in a worker thread, up to `depth` ahead: reading and preparing the next batches (polars,
     numba and the readers release the GIL) overlaps with DuckDB inserting the current one. The worker's errors
     are raised here; leaving the loop early stops the worker."""
@@ -550,11 +575,12 @@ def _count_duplicates(cur: duckdb.DuckDBPyConnection, dataset: str, first_record
         "USING (input_hash)", [dataset, first_record, dataset, first_record]).fetchall()[0][0]
 
 
-class _SourceIds:
+class SourceIds:
     """Rule `unique` on source_id: a second row with an id already in this file or in the dataset. Ids accepted
     earlier in this ingest are kept here, so the store is only asked when the dataset had ids before."""
 
     def __init__(self, cur: duckdb.DuckDBPyConnection, dataset: str, first_record: int):
+        self.cur = cur
         self.dataset = dataset
         self.first_record = first_record
         self.in_store = cur.execute("SELECT count(source_id) > 0 FROM store.records WHERE dataset = ?",
@@ -566,7 +592,7 @@ class _SourceIds:
         if ids.height:
             self.seen.append(ids)
 
-    def flag(self, cur: duckdb.DuckDBPyConnection, df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def flag(self, df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         """`df` with rule `unique` set on duplicate ids, and (row, message) of those rows."""
         none = pl.DataFrame(schema={"row": pl.Int64, "message": pl.String})
         ids = df.filter(pl.col("rule").is_null() & pl.col("source_id").is_not_null()).select("row", "source_id")
@@ -574,6 +600,7 @@ class _SourceIds:
             return df, none
         parts = []
         if self.in_store:
+            cur = self.cur
             cur.register("_ids", ids.select("source_id").to_arrow(compat_level=pl.CompatLevel.newest()))
             try:
                 parts.append(cur.sql(
