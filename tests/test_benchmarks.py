@@ -101,3 +101,15 @@ def test_gpu_script_tiny_cpu_run(tmp_path, one_torch_thread):
     assert saved["cls_scoring"]["max_abs_prob_diff"] < 1e-4          # the same model on both sides, fp32
     assert saved["sft"]["max_abs_nll_diff"] < 1e-3                   # batched NLL equals the naive loop's
     assert saved["cls_training"]["train_rows"] == gpu.TINY.cls_train
+
+
+def test_ingest_benchmark_breakdown_runs_on_a_small_file(tmp_path, monkeypatch):
+    """The plumbing of `bench_ingest --breakdown`: both formats, the floor writes the store's two tables."""
+    from benchmarks import bench_ingest
+
+    monkeypatch.setattr(bench_ingest, "WORK", tmp_path)
+    out = bench_ingest.main(["--rows", "2000", "--breakdown"])
+    for fmt in ("csv", "parquet"):
+        parts = out[fmt]["breakdown"]
+        assert any(p.startswith("floor") for p in parts) and "unique-id rule" in parts
+        assert all(v["s"] > 0 and v["cpu_s"] >= 0 for v in parts.values())
