@@ -146,7 +146,7 @@ class ServerClient:
         return self.request("GET", f"/runs/{run_id}/scores", params={"order": order, "limit": limit,
                                                                      "offset": offset})
 
-    def select(self, run_id: str, strategy: str = "least_confidence", n: int = 50, *, seed: int = 0,
+    def select(self, run_id: str, strategy: str | None = None, n: int = 50, *, seed: int = 0,
                round: int | None = None) -> dict:
         body = {"run_id": run_id, "strategy": strategy, "n": n, "seed": seed, "round": round}
         return self.request("POST", "/selections", json={k: v for k, v in body.items() if v is not None})

@@ -14,7 +14,7 @@ Per-dataset settings (`store.set_dataset_settings(name, ...)` or `PATCH /dataset
 |---|---|---|
 | `round_every` | 50 | new (not yet used) annotations that start a round; 0 turns automatic rounds off |
 | `round_size` | 50 | tasks selected and pushed to Label Studio per round |
-| `round_strategy` | `least_confidence` | the active-learning strategy (`labeling.active`); instruction datasets: `highest_loss` |
+| `round_strategy` | `margin` | the active-learning strategy (`labeling.active`, the same default as `curate select`); instruction datasets: `highest_loss` |
 | `round_seed` | 0 | base seed; a round uses `round_seed + number` |
 | `round_train` | `{}` | training options (`training.config.TrainConfig` fields; instruction datasets: `training.sft_runs.SftRunConfig`) |
 
@@ -39,6 +39,7 @@ from curation.errors import InputError, NotFound
 from curation.settings import Settings
 from curation.store import Store, now
 from labeling.active import PoolExhausted, select
+from labeling.active.strategies import DEFAULT_STRATEGY
 from labeling.studio import StudioClient, handle_webhook, pull_annotations, push_selection
 from training.config import TrainConfig
 from training.score import score
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 ROUND_DEFAULTS: dict[str, Any] = {
     "round_every": 50,
     "round_size": 50,
-    "round_strategy": "least_confidence",
+    "round_strategy": DEFAULT_STRATEGY,
     "round_seed": 0,
     "round_train": {},
 }

@@ -9,6 +9,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from labeling.active.strategies import DEFAULT_STRATEGY
+
 T = TypeVar("T")
 # augmentation runs inside the request: bounded so one request stays within seconds (the API answers in ~2 s at
 # most; larger jobs: `curate augment` on the machine that holds the store)
@@ -346,7 +348,7 @@ class PredictionOut(OutModel):
 
 class SelectIn(InModel):
     run_id: str
-    strategy: str = "least_confidence"
+    strategy: str = DEFAULT_STRATEGY
     n: int = Field(50, ge=1, le=100_000)
     seed: int = Field(0, ge=0, le=2**32 - 1)
     round: int | None = Field(None, ge=0, le=2**31 - 1)
