@@ -150,7 +150,7 @@ def run_curve(name: str, d: dict, budgets: list[int], step: int, seed: int) -> d
             if name == "auto":
                 strat_name, _ = choose_auto(history)
                 chosen.append(strat_name)
-            pool = Pool(pool_rows, model.proba(X[pool_rows], k), X[pool_rows])
+            pool = Pool(pool_rows, model.proba(X[pool_rows], k), X[pool_rows], weak=weak[pool_rows])
             picked, _ = STRATEGIES[strat_name]().query(pool, step, seed=rng_seed)
             history.append({"round": r + 1, "strategy": strat_name, "val_before": val_acc, "val_after": None})
         labeled += [int(i) for i in picked]
@@ -229,8 +229,9 @@ def choose_default(per_dataset: dict, names: list[str], tolerance: float = 0.01)
                     "over budgets 50..300 averaged over datasets"}
 
 
-def lora_loop(w, strategy_name: str, rounds: list[int], epochs: int, seed: int = 0) -> dict:
-    """The product's loop: LoRA on weak labels, then rounds of human labels chosen with the LoRA model's scores."""
+def lora_loop(w, strategy_name: str, rounds: list[int], epochs: int, seed: int = 0, **overrides) -> dict:
+    """The product's loop: LoRA on weak labels, then rounds of human labels chosen with the LoRA model's scores.
+    `overrides`: TrainConfig fields that differ from the defaults (an attempt)."""
     from training.config import TrainConfig
     from training.score import LoadedModel
     from training.train import run_training
@@ -247,7 +248,7 @@ def lora_loop(w, strategy_name: str, rounds: list[int], epochs: int, seed: int =
     def train_with(labeled: set[int], sources: str = "gold+weak"):
         f = hidden.with_columns(pl.Series("label", [g if (not t or r in labeled) else None for g, t, r in
                                                     zip(gold_all, is_train, rids)]))
-        cfg = TrainConfig(label_sources=sources, allow_leakage=True, epochs=epochs, seed=seed)
+        cfg = TrainConfig(label_sources=sources, allow_leakage=True, epochs=epochs, seed=seed, **overrides)
         return run_training(f, LABELS, cfg)
 
     def row(res, labeled: int, name: str) -> dict:
@@ -271,7 +272,27 @@ def lora_loop(w, strategy_name: str, rounds: list[int], epochs: int, seed: int =
     random_ids = set(rng.choice(rids[is_train], size=len(labeled), replace=False).tolist())
     out.append(row(train_with(random_ids), len(random_ids), "random"))
     out.append(row(train_with(set(rids[is_train].tolist()), "gold"), int(is_train.sum()), "all gold (no weak)"))
-    return {"strategy": strategy_name, "epochs": epochs, "rows": out}
+    return {"strategy": strategy_name, "epochs": epochs, "seed": seed, "overrides": overrides, "rows": out}
+
+
+def lora_seeds(label_model: str, strategy_name: str, rounds: list[int], epochs: int, seeds: list[int],
+               name: str = "lora", **overrides) -> dict:
+    """`lora_loop` over seeds (the label model fitted with each seed); the mean test accuracy of each row."""
+    from experiments.common import wrench_setup
+
+    runs = []
+    for s in seeds:
+        t = time.perf_counter()
+        runs.append(lora_loop(wrench_setup(label_model, seed=s), strategy_name, rounds, epochs, s, **overrides))
+        print(f"seed {s} ({time.perf_counter() - t:.0f}s): " + ", ".join(
+            f"{r['name']}@{r['labels']} {pct(r['test'])}" for r in runs[-1]["rows"]), flush=True)
+    mean = [{"name": r["name"], "labels": r["labels"],
+             **{k: float(np.mean([run["rows"][i][k] for run in runs])) for k in ("test", "test_leakage_free", "val")}}
+            for i, r in enumerate(runs[0]["rows"])]
+    results = {"strategy": strategy_name, "epochs": epochs, "label_model": label_model, "seeds": seeds,
+               "overrides": overrides, "mean": mean, "runs": runs}
+    print(f"results: {write_results(f'active_learning_{name}', results)}")
+    return results
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -282,8 +303,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--step", type=int, default=50)
     ap.add_argument("--strategies", default=",".join(STRATEGY_NAMES + COLD_START))
     ap.add_argument("--lora", action="store_true", help="also part 4, the LoRA loop on YouTube (~15 min)")
-    ap.add_argument("--lora-epochs", type=int, default=4)
-    ap.add_argument("--lora-rounds", default="100,200", help="cumulative label counts of the LoRA rounds")
+    ap.add_argument("--lora-epochs", type=int, default=10)
+    ap.add_argument("--lora-rounds", default="50,100,150,200", help="cumulative label counts of the LoRA rounds")
+    ap.add_argument("--lora-only", action="store_true", help="only part 4, over --seeds seeds; writes "
+                                                                  "docs/results/active_learning_lora.json")
     ap.add_argument("--quick", action="store_true", help="1 seed, budget 100")
     ap.add_argument("--part", help="write only docs/results/active_learning_<part>.json (run datasets in parallel "
                                    "processes, then --combine)")
@@ -294,6 +317,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.seeds, args.budget, args.lora_epochs, args.lora_rounds = 1, 100, 1, "20"
     t0 = time.perf_counter()
+    if args.lora_only:
+        return lora_seeds("auto", DEFAULT_STRATEGY, [int(x) for x in args.lora_rounds.split(",")], args.lora_epochs,
+                          list(range(args.seeds)))
     names = args.strategies.split(",")
     results: dict = {"protocol": {"learner": "frozen base-encoder embeddings + logistic regression (C=2)",
                                   "weak_weight": 1.0, "gold_weight": GOLD_WEIGHT, "step": args.step,
