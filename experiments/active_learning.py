@@ -150,7 +150,7 @@ def run_curve(name: str, d: dict, budgets: list[int], step: int, seed: int) -> d
             if name == "auto":
                 strat_name, _ = choose_auto(history)
                 chosen.append(strat_name)
-            pool = Pool(pool_rows, model.proba(X[pool_rows], k), X[pool_rows], weak=weak[pool_rows])
+            pool = Pool(pool_rows, model.proba(X[pool_rows], k), X[pool_rows])
             picked, _ = STRATEGIES[strat_name]().query(pool, step, seed=rng_seed)
             history.append({"round": r + 1, "strategy": strat_name, "val_before": val_acc, "val_after": None})
         labeled += [int(i) for i in picked]

@@ -50,7 +50,6 @@ class Pool:
     probs: np.ndarray
     embeddings: np.ndarray | None = None
     losses: np.ndarray | None = None   # SFT runs: mean token NLL of each response (higher = less confident)
-    weak: np.ndarray | None = None     # index of each row's weak label (the label model's), -1 where it has none
 
     def __post_init__(self) -> None:
         self.ids = np.asarray(self.ids, dtype=np.int64)
@@ -66,11 +65,6 @@ class Pool:
             self.losses = np.asarray(self.losses, dtype=np.float64)
             if self.losses.shape != (len(self.ids),):
                 raise InputError(f"pool: losses has shape {self.losses.shape}; expected ({len(self.ids)},)")
-        if self.weak is not None:
-            self.weak = np.asarray(self.weak, dtype=np.int64)
-            if self.weak.shape != (len(self.ids),) or self.weak.max(initial=-1) >= self.probs.shape[1]:
-                raise InputError(f"pool: weak has shape {self.weak.shape} or an index ≥ {self.probs.shape[1]}; "
-                                 f"expected ({len(self.ids)},) label indices, -1 for none")
         if len(np.unique(self.ids)) != len(self.ids):
             raise InputError("pool ids must be distinct")
 
@@ -83,7 +77,7 @@ class Pool:
         keep = ~np.isin(self.ids, np.fromiter(exclude, dtype=np.int64) if not isinstance(exclude, np.ndarray)
                         else exclude.astype(np.int64))
         return Pool(self.ids[keep], self.probs[keep], None if self.embeddings is None else self.embeddings[keep],
-                    None if self.losses is None else self.losses[keep], None if self.weak is None else self.weak[keep])
+                    None if self.losses is None else self.losses[keep])
 
 
 def top_n(scores: np.ndarray, ids: np.ndarray, n: int) -> np.ndarray:
@@ -161,21 +155,6 @@ class Margin(Strategy):
 
     def score(self, pool, rng):
         return 1.0 - margin(pool.probs)
-
-
-@register("weak_margin")
-class WeakMargin(Strategy):
-    """Margin, but a row with a weak label scores 1 − p(its weak label): rows whose weak label the model, trained
-    on those very labels, still doubts come first — the teacher's likely mistakes, which a human label fixes.
-    Rows without a weak label keep their margin score; without weak labels in the pool it is plain margin."""
-
-    def score(self, pool, rng):
-        s = 1.0 - margin(pool.probs)
-        if pool.weak is None:
-            return s
-        has = pool.weak >= 0
-        s[has] = 1.0 - pool.probs[np.flatnonzero(has), pool.weak[has]]
-        return s
 
 
 @register("entropy")
