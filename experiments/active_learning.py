@@ -229,9 +229,11 @@ def choose_default(per_dataset: dict, names: list[str], tolerance: float = 0.01)
                     "over budgets 50..300 averaged over datasets"}
 
 
-def lora_loop(w, strategy_name: str, rounds: list[int], epochs: int, seed: int = 0, **overrides) -> dict:
-    """The product's loop: LoRA on weak labels, then rounds of human labels chosen with the LoRA model's scores.
-    `overrides`: TrainConfig fields that differ from the defaults (an attempt)."""
+def lora_loop(w, strategy_name: str, rounds: list[int], epochs: int, seed: int = 0, baselines: bool = True,
+              **overrides) -> dict:
+    """The product's loop: LoRA on weak labels, then rounds of human labels chosen with the LoRA model's scores,
+    and (`baselines`) as many random labels and all train gold. `overrides`: TrainConfig fields that differ from
+    the defaults (an attempt)."""
     from training.config import TrainConfig
     from training.score import LoadedModel
     from training.train import run_training
@@ -268,6 +270,8 @@ def lora_loop(w, strategy_name: str, rounds: list[int], epochs: int, seed: int =
         labeled |= {int(r) for r in picked}
     res = train_with(labeled)
     out.append(row(res, len(labeled), strategy_name))
+    if not baselines:
+        return {"strategy": strategy_name, "epochs": epochs, "seed": seed, "overrides": overrides, "rows": out}
     rng = np.random.default_rng(seed)
     random_ids = set(rng.choice(rids[is_train], size=len(labeled), replace=False).tolist())
     out.append(row(train_with(random_ids), len(random_ids), "random"))
@@ -276,14 +280,15 @@ def lora_loop(w, strategy_name: str, rounds: list[int], epochs: int, seed: int =
 
 
 def lora_seeds(label_model: str, strategy_name: str, rounds: list[int], epochs: int, seeds: list[int],
-               name: str = "lora", **overrides) -> dict:
+               name: str = "lora", baselines: bool = True, **overrides) -> dict:
     """`lora_loop` over seeds (the label model fitted with each seed); the mean test accuracy of each row."""
     from experiments.common import wrench_setup
 
     runs = []
     for s in seeds:
         t = time.perf_counter()
-        runs.append(lora_loop(wrench_setup(label_model, seed=s), strategy_name, rounds, epochs, s, **overrides))
+        runs.append(lora_loop(wrench_setup(label_model, seed=s), strategy_name, rounds, epochs, s, baselines,
+                              **overrides))
         print(f"seed {s} ({time.perf_counter() - t:.0f}s): " + ", ".join(
             f"{r['name']}@{r['labels']} {pct(r['test'])}" for r in runs[-1]["rows"]), flush=True)
     mean = [{"name": r["name"], "labels": r["labels"],
