@@ -23,12 +23,13 @@ Writes docs/results/active_learning.json and docs/experiment_active_learning_<da
 
 import argparse
 import hashlib
+import json
 import time
 
 import numpy as np
 import polars as pl
 
-from experiments.common import DOCS, LABELS, ROOT, TEXT_DATASETS, dataset_setup, pct, write_results
+from experiments.common import DOCS, LABELS, RESULTS, ROOT, TEXT_DATASETS, dataset_setup, pct, write_results
 from labeling.active import STRATEGIES, Pool
 from labeling.active.strategies import AUTO_CANDIDATES, DEFAULT_STRATEGY, choose_auto
 
@@ -291,12 +292,51 @@ def lora_seeds(label_model: str, strategy_name: str, rounds: list[int], epochs: 
                               **overrides))
         print(f"seed {s} ({time.perf_counter() - t:.0f}s): " + ", ".join(
             f"{r['name']}@{r['labels']} {pct(r['test'])}" for r in runs[-1]["rows"]), flush=True)
-    mean = [{"name": r["name"], "labels": r["labels"],
-             **{k: float(np.mean([run["rows"][i][k] for run in runs])) for k in ("test", "test_leakage_free", "val")}}
-            for i, r in enumerate(runs[0]["rows"])]
     results = {"strategy": strategy_name, "epochs": epochs, "label_model": label_model, "seeds": seeds,
-               "overrides": overrides, "mean": mean, "runs": runs}
+               "overrides": overrides, "mean": _mean_rows(runs), "runs": runs}
     print(f"results: {write_results(f'active_learning_{name}', results)}")
+    return results
+
+
+def _mean_rows(runs: list[dict]) -> list[dict]:
+    """Per row (strategy, labels) of the runs: mean, min and max of test, leakage-free test and val accuracy."""
+    out = []
+    for i, r in enumerate(runs[0]["rows"]):
+        vals = {k: [run["rows"][i][k] for run in runs] for k in ("test", "test_leakage_free", "val")}
+        out.append({"name": r["name"], "labels": r["labels"], **{k: float(np.mean(v)) for k, v in vals.items()},
+                    "test_min": float(min(vals["test"])), "test_max": float(max(vals["test"]))})
+    return out
+
+
+def combine_lora(parts: list[str], attempts: list[str]) -> dict:
+    """Merge `lora_seeds` results (docs/results/active_learning_<part>.json, one seed or several) into
+    active_learning_lora.json with the attempts beside them, and plot the curves."""
+    runs = []
+    for part in parts:
+        d = json.loads((RESULTS / f"active_learning_{part}.json").read_text())
+        runs += d.get("runs") or [{"seed": 0, **d}]
+    runs.sort(key=lambda r: r["seed"])
+    first = runs[0]
+    results = {"strategy": first["strategy"], "epochs": first["epochs"], "label_model": "auto",
+               "seeds": [r["seed"] for r in runs], "mean": _mean_rows(runs), "runs": runs, "attempts": {}}
+    for name in attempts:
+        d = json.loads((RESULTS / f"active_learning_{name}.json").read_text())
+        results["attempts"][name] = {"overrides": d["overrides"], "seeds": d["seeds"], "mean": d["mean"]}
+    from curation.plots import plot_learning_curve
+
+    def curve(mean):
+        return [(r["labels"], 100 * r["test"]) for r in mean if r["name"] == results["strategy"]]
+
+    curves = {f"{results['strategy']}, defaults ({len(runs)} seeds)": curve(results["mean"]),
+              **{f"{n} ({len(a['seeds'])} seeds)": curve(a["mean"]) for n, a in results["attempts"].items()}}
+    ref = {r["name"]: r for r in results["mean"]}
+    anchors = {f"{ref['random']['labels']} random labels": round(100 * ref["random"]["test"], 1),
+               f"all {ref['all gold (no weak)']['labels']:,} gold": round(100 * ref["all gold (no weak)"]["test"], 1),
+               "goal": ALL_GOLD_ANCHOR}
+    results["plot"] = str(plot_learning_curve(curves, DOCS / "experiment_active_learning_lora.png", anchors=anchors,
+                                              title="The product's loop on WRENCH YouTube (LoRA MiniLM, mean of seeds)",
+                                              xlabel="human labels on top of the weak labels"))
+    print(f"results: {write_results('active_learning_lora', results)}; plot: {results['plot']}")
     return results
 
 
@@ -312,6 +352,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--lora-rounds", default="50,100,150,200", help="cumulative label counts of the LoRA rounds")
     ap.add_argument("--lora-only", action="store_true", help="only part 4, over --seeds seeds; writes "
                                                                   "docs/results/active_learning_lora.json")
+    ap.add_argument("--lora-combine", help="comma-separated lora parts to merge into active_learning_lora.json "
+                                           "(seeds run separately), then plot; with --lora-attempts")
+    ap.add_argument("--lora-attempts", default="", help="comma-separated attempt parts to show beside them")
     ap.add_argument("--quick", action="store_true", help="1 seed, budget 100")
     ap.add_argument("--part", help="write only docs/results/active_learning_<part>.json (run datasets in parallel "
                                    "processes, then --combine)")
@@ -322,6 +365,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.seeds, args.budget, args.lora_epochs, args.lora_rounds = 1, 100, 1, "20"
     t0 = time.perf_counter()
+    if args.lora_combine:
+        return combine_lora(args.lora_combine.split(","), [a for a in args.lora_attempts.split(",") if a])
     if args.lora_only:
         return lora_seeds("auto", DEFAULT_STRATEGY, [int(x) for x in args.lora_rounds.split(",")], args.lora_epochs,
                           list(range(args.seeds)))
