@@ -298,6 +298,25 @@ def lora_seeds(label_model: str, strategy_name: str, rounds: list[int], epochs: 
     return results
 
 
+def all_gold_ceiling(seeds: list[int], name: str, **overrides) -> dict:
+    """The model's ceiling: the loop's model (TrainConfig defaults + `overrides`) on all train gold labels, per
+    seed — if it stays below a goal, no choice of 200 labels reaches that goal with this model."""
+    from experiments.common import wrench_setup
+    from training.config import TrainConfig
+    from training.train import run_training
+
+    rows = []
+    for s in seeds:
+        frame = wrench_setup("auto", seed=s).frame
+        res = run_training(frame, LABELS, TrainConfig(label_sources="gold", allow_leakage=True, seed=s, **overrides))
+        rows.append({"seed": s, "test": res.metrics["test"]["accuracy"], "val": res.metrics["val"]["accuracy"],
+                     "test_leakage_free": res.metrics["test_leakage_free"]["accuracy"]})
+        print(f"{name} seed {s}: test {pct(rows[-1]['test'])}", flush=True)
+    results = {"overrides": overrides, "rows": rows, "mean_test": float(np.mean([r["test"] for r in rows]))}
+    print(f"results: {write_results(f'active_learning_{name}', results)}")
+    return results
+
+
 def _mean_rows(runs: list[dict]) -> list[dict]:
     """Per row (strategy, labels) of the runs: mean, min and max of test, leakage-free test and val accuracy."""
     out = []
@@ -328,7 +347,8 @@ def combine_lora(parts: list[str], attempts: list[str]) -> dict:
         return [(r["labels"], 100 * r["test"]) for r in mean if r["name"] == results["strategy"]]
 
     curves = {f"{results['strategy']}, defaults ({len(runs)} seeds)": curve(results["mean"]),
-              **{f"{n} ({len(a['seeds'])} seeds)": curve(a["mean"]) for n, a in results["attempts"].items()}}
+              **{f"attempt: {n.removeprefix('lora_').replace('_', ' ')} ({len(a['seeds'])} seeds)": curve(a["mean"])
+                 for n, a in results["attempts"].items()}}
     ref = {r["name"]: r for r in results["mean"]}
     anchors = {f"{ref['random']['labels']} random labels": round(100 * ref["random"]["test"], 1),
                f"all {ref['all gold (no weak)']['labels']:,} gold": round(100 * ref["all gold (no weak)"]["test"], 1),
