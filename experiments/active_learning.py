@@ -18,6 +18,8 @@ weak labels. A simulated annotator answers from the gold labels.
    accuracy over all budgets and datasets (margin itself always qualifies).
 4. (`--lora`, YouTube only) the product's loop with the product's model: LoRA-fine-tuned MiniLM on weak labels,
    then rounds of labels chosen by the default strategy (scored by the LoRA model itself).
+   `--lora-only --seeds 3` runs only this part over seeds; `--lora-combine PARTS --lora-attempts PARTS` merges
+   seed runs made in separate processes and plots them beside the attempts (docs/experiments.md).
 Writes docs/results/active_learning.json and docs/experiment_active_learning_<dataset>.png.
 """
 
