@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -26,6 +27,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -239,6 +241,22 @@ def read_results(folder: Path):
     return pa.concat_tables([pq.read_table(f) for f in files])
 
 
+@contextlib.contextmanager
+def ray_stage(engine: Engine, name: str) -> Iterator[Path]:
+    """A stage's Ray work in its own folder (`stage_dir`), removed afterwards; a product error raised inside a Ray
+    task surfaces as itself, not wrapped in Ray's error."""
+    work = stage_dir(engine, name)
+    try:
+        yield work
+    except Exception as e:
+        cause = unwrap_error(e)
+        if isinstance(cause, CurateError):
+            raise cause from None
+        raise
+    finally:
+        cleanup(work)
+
+
 def unwrap_error(e: BaseException) -> BaseException:
     """The product's own error inside a Ray task error (`.cause` / `__cause__` chains), else `e`."""
     todo, seen = [e], 0
@@ -352,8 +370,7 @@ def ray_near_pairs(norm_texts, config, engine: Engine | str | None = "ray"):
     P = bands * rows
     nbits = max(1, (n - 1).bit_length())
     mask = (1 << nbits) - 1
-    work = stage_dir(engine, "dedup")
-    try:
+    with ray_stage(engine, "dedup") as work:
         t0 = time.perf_counter()
         tbl = pa.table({"row": pa.array(np.arange(n, dtype=np.int64)), "text": s.to_arrow()})
         parts = n_partitions(engine, n, ray)
@@ -407,13 +424,6 @@ def ray_near_pairs(norm_texts, config, engine: Engine | str | None = "ray"):
         near = np.concatenate([r[1] for r in res]) if res else np.zeros((0, 2), np.int64)
         sim = np.concatenate([r[2] for r in res]) if res else np.zeros(0)
         timings["verify_s"] = time.perf_counter() - t0
-    except Exception as e:
-        cause = unwrap_error(e)
-        if isinstance(cause, CurateError):
-            raise cause from None
-        raise
-    finally:
-        cleanup(work)
     stats = {"lsh_docs": int(valid.sum()), "lsh_pairs": lsh_pairs, "prefilter_estimate": round(est, 4),
              "lsh_flagged": n_docs(cand), "candidates": len(cand), "near_pairs": len(near),
              "candidates_rejected": len(cand) - len(near), "engine": "ray", "ray_timings": timings,

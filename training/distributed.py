@@ -27,14 +27,14 @@ from curation.engine import (
     cluster_gpus,
     ensure_ray,
     n_partitions,
+    ray_stage,
     read_results,
     read_snapshot,
     resolve_engine,
     stage_dir,
-    unwrap_error,
     write_partitions,
 )
-from curation.errors import CurateError, InputError
+from curation.errors import InputError
 from training.config import TrainConfig
 from training.score import load_model
 from training.train import TrainResult
@@ -181,8 +181,7 @@ def ray_run_training(frame, labels: list[str], config, *, engine: Engine | str |
     cpus = cluster_cpus(ray)
     scaling = ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                             resources_per_worker={"GPU": 1} if use_gpu else {"CPU": 0.5})
-    work = stage_dir(engine, "train")
-    try:
+    with ray_stage(engine, "train") as work:
         frame.write_parquet(work / "snapshot.parquet")
         cfg = {"config": config.model_dump() | {"device": "cuda" if use_gpu else "cpu"},
                "labels": list(labels), "frame": str(work / "snapshot.parquet"),
@@ -196,13 +195,6 @@ def ray_run_training(frame, labels: list[str], config, *, engine: Engine | str |
             raise res.error
         ckpt = Path(tempfile.mkdtemp(prefix="curate-train-"))
         res.checkpoint.to_directory(str(ckpt))
-    except Exception as e:
-        cause = unwrap_error(e)
-        if isinstance(cause, CurateError):
-            raise cause from None
-        raise
-    finally:
-        cleanup(work)
     meta = json.loads((ckpt / "result.json").read_text())
     if progress:
         progress(1, 1)

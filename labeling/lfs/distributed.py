@@ -13,14 +13,12 @@ import numpy as np
 from curation.engine import (
     IO_TASK,
     Engine,
-    cleanup,
     ensure_ray,
     n_partitions,
+    ray_stage,
     read_results,
     read_snapshot,
     resolve_engine,
-    stage_dir,
-    unwrap_error,
     write_partitions,
 )
 from curation.errors import CurateError
@@ -76,8 +74,7 @@ def ray_label_matrix(con, relation: str, lfs: Sequence, labels: Sequence[str], *
         tbl = cur.sql(f"SELECT {cols} FROM ({relation}) ORDER BY record_id").to_arrow_table()
     finally:
         cur.close()
-    work = stage_dir(engine, "lfs")
-    try:
+    with ray_stage(engine, "lfs") as work:
         write_partitions(tbl, work / "in", n_partitions(engine, tbl.num_rows, ray))
         n = tbl.num_rows
         del tbl
@@ -90,13 +87,6 @@ def ray_label_matrix(con, relation: str, lfs: Sequence, labels: Sequence[str], *
                            ).write_parquet(str(work / "out"), ray_remote_args=IO_TASK)
         out = read_results(work / "out") if n else None
         times["ray"] = time.perf_counter() - t0
-    except Exception as e:
-        cause = unwrap_error(e)
-        if isinstance(cause, CurateError):
-            raise cause from None
-        raise
-    finally:
-        cleanup(work)
     t0 = time.perf_counter()
     if out is None or out.num_rows == 0:
         ids = np.zeros(0, dtype=np.int64)
